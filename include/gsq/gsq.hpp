@@ -1,0 +1,19 @@
+// gsq/gsq.hpp — the umbrella header: everything public in gsq.
+//
+// Layers (each a folder; a lower one never includes a higher one):
+//   core/   errors, tensors and views, memory accounting, threads, CPU features, ISA, RNG
+//   format/ storage types: GSE-INT, NF4, uniform (L4Q)
+//   quant/  quantize / dequantize / fake-quant with gradients
+#pragma once
+
+#include "gsq/core/config.hpp"
+#include "gsq/core/cpu.hpp"
+#include "gsq/core/error.hpp"
+#include "gsq/core/isa.hpp"
+#include "gsq/core/memory.hpp"
+#include "gsq/core/parallel.hpp"
+#include "gsq/core/rng.hpp"
+#include "gsq/core/tensor.hpp"
+#include "gsq/format/gse.hpp"
+#include "gsq/format/nf4.hpp"
+#include "gsq/quant/gse.hpp"

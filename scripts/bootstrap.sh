@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Sets up gsq on a fresh Debian 12: installs the apt packages it needs (idempotent),
+# then configures a Release build in ./build and builds everything (tests, benches,
+# examples). Needs root or sudo for apt. Extra arguments go to the cmake configure step.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  build-essential cmake ninja-build clang libomp-dev   # toolchains (g++ 12, clang 14)
+  libeigen3-dev nlohmann-json3-dev                     # the library's own dependencies
+  doctest-dev libbenchmark-dev libcli11-dev            # tests, benches, example drivers
+  libdnnl-dev libopenblas-dev                          # benchmark baselines only
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "bootstrap: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release "$@"
+cmake --build build --parallel "$(nproc)"
