@@ -17,3 +17,4 @@
 #include "gsq/format/gse.hpp"
 #include "gsq/format/nf4.hpp"
 #include "gsq/quant/gse.hpp"
+#include "gsq/quant/nf4.hpp"
