@@ -7,66 +7,68 @@
 //     C   = accumulate ? fma(alpha, acc, C) : alpha · acc
 // The int32 group sum converts to float exactly (G·(2^(b-1)-1)^2 < 2^24) and the ldexp is
 // a single correctly-rounded scaling, so every ISA path and thread count gives the same
-// bits. Work is split over M and N only, never over k.
+// bits. Work is split over M and N only, never over k. gemm/reference.hpp holds this
+// definition as a triple loop (gemm_nt_reference).
+//
+// B comes through a BOperand (gemm/operand.hpp): as stored, or regrouped from NF4 or a
+// transposed GSE-INT tensor in the packing step. qcd_gemm_nt quantizes an fp32 A first
+// (the QCD pattern). gemm_f32 is the FP32 twin on Eigen.
 //
 // TODO(gemm): the entry points below run the reference kernel; the packed, dispatched
 // AVX2 / AVX-512 VNNI engine replaces their bodies (same contract).
 #pragma once
 
-#include <cmath>
 #include <cstdint>
-#include <string>
 
 #include "gsq/core/config.hpp"
 #include "gsq/core/error.hpp"
+#include "gsq/core/isa.hpp"
+#include "gsq/core/memory.hpp"
 #include "gsq/core/tensor.hpp"
 #include "gsq/format/gse.hpp"
 #include "gsq/format/nf4.hpp"
+#include "gsq/gemm/dispatch.hpp"
+#include "gsq/gemm/f32.hpp"
+#include "gsq/gemm/operand.hpp"
+#include "gsq/gemm/params.hpp"
+#include "gsq/gemm/reference.hpp"
+#include "gsq/quant/gse.hpp"
 
 GSQ_NAMESPACE_BEGIN
 namespace gemm {
 
-struct GemmOptions {
-  float alpha = 1.0f;
-  bool accumulate = false;  // C = fma(alpha, acc, C) instead of C = alpha·acc
-};
-
-namespace detail {
-inline void check_gemm_shapes(std::int64_t m, std::int64_t n, std::int64_t ka, std::int64_t kb,
-                              MatrixView<float> c, const char* what) {
-  GSQ_CHECK(ka == kb, ErrorCode::kShapeMismatch,
-            std::string(what) + ": A has k=" + std::to_string(ka) + " but B has k=" +
-                std::to_string(kb));
-  check_shape(c, m, n, what);
-}
-}  // namespace detail
-
-/// The scalar reference: the definition every other path must reproduce bit for bit.
-inline void gemm_nt_reference(const GseMatrix& a, const GseMatrix& b, MatrixView<float> c,
-                              const GemmOptions& options = {}) {
+/// C (+)= alpha · A·Bᵀ for GSE-INT A [M, K] and B given as a BOperand ([N, K]).
+/// Throws ShapeError if k or C's extents disagree, FormatError if A and B do not share
+/// the group size.
+inline void gemm_nt(const GseMatrix& a, const BOperand& b, MatrixView<float> c,
+                    const GemmOptions& options = {}) {
   detail::check_gemm_shapes(a.rows(), b.rows(), a.cols(), b.cols(), c, "gemm_nt");
-  GSQ_CHECK(a.spec().group == b.spec().group, ErrorCode::kInvalidFormat,
-            "gemm_nt: A and B must share the group size (A " + a.spec().name() + ", B " +
-                b.spec().name() + ")");
-  const int group = a.spec().group;
-  for (std::int64_t m = 0; m < a.rows(); ++m) {
-    for (std::int64_t n = 0; n < b.rows(); ++n) {
-      float acc = 0.0f;
-      for (std::int64_t g = 0; g < a.groups_per_row(); ++g) {
-        std::int32_t sum = 0;
-        for (std::int64_t k = g * group; k < (g + 1) * group; ++k)
-          sum += a.mantissa(m, k) * b.mantissa(n, k);
-        acc += std::ldexp(static_cast<float>(sum), a.exponent(m, g) + b.exponent(n, g));
-      }
-      c(m, n) = options.accumulate ? std::fma(options.alpha, acc, c(m, n)) : options.alpha * acc;
-    }
+  detail::check_same_group(a.spec(), b.spec(), "gemm_nt");
+  detail::last_isa() = Isa::kReference;
+  if (b.source() == BSource::kGse) {
+    gemm_nt_reference(a, *b.gse_matrix(), c, options);
+  } else if (b.source() == BSource::kPacked) {
+    gemm_nt_reference(a, b.packed_matrix()->matrix(), c, options);
+  } else {
+    const GseMatrix regrouped = regroup_reference(b);
+    gemm_nt_reference(a, regrouped, c, options);
   }
 }
 
 /// C (+)= alpha · A·Bᵀ for GSE-INT A [M, K] and B [N, K] on the selected ISA path.
 inline void gemm_nt(const GseMatrix& a, const GseMatrix& b, MatrixView<float> c,
                     const GemmOptions& options = {}) {
-  gemm_nt_reference(a, b, c, options);
+  gemm_nt(a, BOperand::gse(b), c, options);
+}
+
+/// QCD: quantizes A from fp32 once into `a_spec` (a_transposed as quant/gse.hpp's
+/// transpose flag: A = aᵀ grouped along a's rows), then C (+)= alpha · A·Bᵀ.
+inline void qcd_gemm_nt(MatrixView<const float> a, bool a_transposed, const GseSpec& a_spec,
+                        const BOperand& b, MatrixView<float> c, const GemmOptions& options = {},
+                        const QuantizeOptions& quantize = {}) {
+  a_spec.validate();
+  const GseMatrix aq = quantize_gse(a, a_spec, a_transposed, quantize, MemoryCategory::kScratch);
+  gemm_nt(aq, b, c, options);
 }
 
 }  // namespace gemm
