@@ -10,14 +10,9 @@
 
 #include "gsq/core/config.hpp"
 #include "gsq/core/error.hpp"
+#include "gsq/nn/rope.hpp"  // RopeStyle (nn is below model, so the enum lives there)
 
 GSQ_NAMESPACE_BEGIN
-
-/// Which dimensions RoPE rotates together inside a head of size hs.
-enum class RopeStyle {
-  kInterleaved,  // pairs (2i, 2i+1): llama2.c / Meta layout
-  kHalf,         // pairs (i, i + hs/2): Hugging Face `rotate_half` layout
-};
 
 struct LlamaConfig {
   std::int64_t dim = 0;          // hidden size

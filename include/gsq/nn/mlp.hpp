@@ -1,0 +1,162 @@
+// gsq/nn/mlp.hpp — the SwiGLU feed-forward block of LLaMA: down(silu(gate(x)) ⊙ up(x)).
+//
+// The three projections are whatever linear layer the caller plugs in (frozen FP32, a
+// LoRA layer with a frozen NF4 base, an L4Q layer...), as long as it has the explicit
+// forward/backward shape of `LinearLayer` below; the MLP only adds the gate nonlinearity
+// and its gradient. The cache keeps the two pre-activations g = gate(x) and u = up(x)
+// (backward needs σ(g) and u) next to the projections' own caches. With
+// a = silu(g)⊙u and da = down.backward(dy):
+//     dg = da ⊙ u ⊙ σ(g)·(1 + g·(1 − σ(g))),   du = da ⊙ silu(g),
+//     dx = gate.backward(dg) + up.backward(du)   (up accumulates into gate's dx).
+// llama2.c names: w1 = gate, w3 = up, w2 = down (golden/README.md).
+#pragma once
+
+#include <cmath>
+#include <concepts>
+#include <cstdint>
+#include <string>
+#include <utility>
+
+#include "gsq/core/config.hpp"
+#include "gsq/core/error.hpp"
+#include "gsq/core/memory.hpp"
+#include "gsq/core/parallel.hpp"
+#include "gsq/core/tensor.hpp"
+#include "gsq/nn/parameter.hpp"
+#include "gsq/nn/workspace.hpp"
+
+GSQ_NAMESPACE_BEGIN
+
+/// The explicit-backward linear layer the MLP (and the model's projection slots) plug in,
+/// as nn/linear.hpp and nn/lora_linear.hpp define it: forward(x, y, cache) computes
+/// y [tokens, out] from x [tokens, in] and fills the cache; backward(dy, cache, dx,
+/// accumulate_dx) writes (or adds to) dx and accumulates the layer's own gradients.
+template <class L>
+concept LinearLayer = requires(L& layer, const L& const_layer, MatrixView<const float> x,
+                               MatrixView<float> y, typename L::Cache& cache) {
+  { const_layer.in_features() } -> std::convertible_to<std::int64_t>;
+  { const_layer.out_features() } -> std::convertible_to<std::int64_t>;
+  layer.forward(x, y, cache);
+  layer.backward(x, cache, y, true);
+  { layer.parameters() } -> std::same_as<ParameterList>;
+};
+
+namespace nn::detail {
+inline float sigmoid(float x) noexcept { return 1.0f / (1.0f + std::exp(-x)); }
+}  // namespace nn::detail
+
+template <LinearLayer Linear>
+class SwiGluMlp {
+ public:
+  struct Cache {
+    typename Linear::Cache gate;
+    typename Linear::Cache up;
+    typename Linear::Cache down;
+    Tensor<float> g;  // gate(x) [tokens, hidden]
+    Tensor<float> u;  // up(x)   [tokens, hidden]
+  };
+
+  SwiGluMlp() = default;
+  SwiGluMlp(Linear gate, Linear up, Linear down)
+      : gate_(std::move(gate)), up_(std::move(up)), down_(std::move(down)) {
+    GSQ_CHECK(gate_.in_features() == up_.in_features() &&
+                  gate_.out_features() == up_.out_features() &&
+                  down_.in_features() == gate_.out_features() &&
+                  down_.out_features() == gate_.in_features(),
+              ErrorCode::kShapeMismatch,
+              "SwiGluMlp: projections do not fit: gate " + shape(gate_) + ", up " + shape(up_) +
+                  ", down " + shape(down_) + " (expected [hidden, dim], [hidden, dim], [dim, hidden])");
+  }
+
+  std::int64_t dim() const noexcept { return gate_.in_features(); }
+  std::int64_t hidden_dim() const noexcept { return gate_.out_features(); }
+  Linear& gate() noexcept { return gate_; }
+  Linear& up() noexcept { return up_; }
+  Linear& down() noexcept { return down_; }
+  const Linear& gate() const noexcept { return gate_; }
+  const Linear& up() const noexcept { return up_; }
+  const Linear& down() const noexcept { return down_; }
+
+  /// y [tokens, dim] from x [tokens, dim]; with a cache, keeps what backward needs.
+  void forward(MatrixView<const float> x, MatrixView<float> y, Cache* cache) {
+    const std::int64_t n = x.rows();
+    check_shape(x, n, dim(), "SwiGluMlp::forward input");
+    check_shape(y, n, dim(), "SwiGluMlp::forward output");
+    // Without a cache (evaluation), the layer's own reused one holds the temporaries.
+    Cache& caches = cache != nullptr ? *cache : eval_;
+    const MemoryCategory kind =
+        cache != nullptr ? MemoryCategory::kActivations : MemoryCategory::kScratch;
+    MatrixView<float> g = ensure_matrix(caches.g, n, hidden_dim(), kind);
+    MatrixView<float> u = ensure_matrix(caches.u, n, hidden_dim(), kind);
+    MatrixView<float> a = ensure_matrix(a_, n, hidden_dim(), MemoryCategory::kScratch);
+    gate_.forward(x, g, caches.gate);
+    up_.forward(x, u, caches.up);
+    const std::int64_t h = hidden_dim();
+    parallel_for(n, [&](std::int64_t t) {
+      const float* gr = g.row(t);
+      const float* ur = u.row(t);
+      float* ar = a.row(t);
+      for (std::int64_t c = 0; c < h; ++c) ar[c] = gr[c] * nn::detail::sigmoid(gr[c]) * ur[c];
+    }, 8);
+    down_.forward(a, y, caches.down);
+  }
+
+  /// dx [tokens, dim] from dy; the projections accumulate their parameter gradients.
+  void backward(MatrixView<const float> dy, MatrixView<float> dx, Cache& cache) {
+    GSQ_CHECK(cache.g.rank() == 2, ErrorCode::kInvalidArgument,
+              "SwiGluMlp::backward: the cache is empty (forward ran without one)");
+    const std::int64_t n = cache.g.dim(0);
+    const std::int64_t h = hidden_dim();
+    check_shape(dy, n, dim(), "SwiGluMlp::backward dy");
+    check_shape(dx, n, dim(), "SwiGluMlp::backward dx");
+    MatrixView<float> dg = ensure_matrix(a_, n, h, MemoryCategory::kScratch);
+    MatrixView<float> du = ensure_matrix(du_, n, h, MemoryCategory::kScratch);
+    down_.backward(dy, cache.down, du, /*accumulate_dx=*/false);  // da, turned into du in place below
+    const float* g = cache.g.data();
+    const float* u = cache.u.data();
+    parallel_for(n, [&](std::int64_t t) {
+      float* dgr = dg.row(t);
+      float* dur = du.row(t);
+      for (std::int64_t c = 0; c < h; ++c) {
+        const float gv = g[t * h + c];
+        const float sg = nn::detail::sigmoid(gv);
+        const float da = dur[c];
+        dgr[c] = da * u[t * h + c] * sg * (1.0f + gv * (1.0f - sg));
+        dur[c] = da * gv * sg;
+      }
+    }, 8);
+    gate_.backward(dg, cache.gate, dx, /*accumulate_dx=*/false);
+    up_.backward(du, cache.up, dx, /*accumulate_dx=*/true);
+  }
+
+  /// The projections' trainable parameters, prefixed "gate_proj.", "up_proj.", "down_proj."
+  /// (the Hugging Face / PEFT module names).
+  ParameterList parameters() {
+    ParameterList out;
+    append_parameters(out, "gate_proj.", gate_.parameters());
+    append_parameters(out, "up_proj.", up_.parameters());
+    append_parameters(out, "down_proj.", down_.parameters());
+    return out;
+  }
+
+  /// Bytes of scratch kept between calls.
+  std::int64_t scratch_bytes() const noexcept {
+    return eval_.g.bytes() + eval_.u.bytes() + a_.bytes() + du_.bytes();
+  }
+
+ private:
+  static std::string shape(const Linear& l) {
+    return "[" + std::to_string(l.out_features()) + ", " + std::to_string(l.in_features()) + "]";
+  }
+
+  Linear gate_;
+  Linear up_;
+  Linear down_;
+  // Reused scratch: the caches of a forward without one (evaluation), the down input a
+  // (forward) or dg (backward), and du.
+  Cache eval_;
+  Tensor<float> a_;
+  Tensor<float> du_;
+};
+
+GSQ_NAMESPACE_END
