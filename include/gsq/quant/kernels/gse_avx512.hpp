@@ -1,0 +1,360 @@
+// gsq/quant/kernels/gse_avx512.hpp — AVX-512 GSE-INT quantize / dequantize kernels.
+//
+// Bit-identical to quantize_gse_reference / dequantize_gse_reference (quant/gse.hpp):
+//   * amax is an unsigned max over |x| bit patterns, which orders finite values like the
+//     float max and puts Inf/NaN above every finite value, so one compare per group
+//     detects non-finite input;
+//   * x·2^−e uses vscalefps: one correctly rounded scaling for every e, including
+//     e = −128 (2^128 is not a float) and results that fall into the subnormals — the
+//     same value std::ldexp gives;
+//   * RNE clamps to ±qmax before converting (same result as round-then-clamp, and huge
+//     values under E = 5 never reach the integer conversion); stochastic rounding adds
+//     the same Philox uniform (16 lanes, _mm512_mul_epu32 products) and floors;
+//   * dequantization multiplies m by the exact float 2^e (m·2^e is always exact).
+// transpose = false walks each row group by group. transpose = true takes 16 source
+// columns (16 output rows) at a time: each source row segment is one 64-byte line, the
+// group's amax is a vertical max, and 16×16 byte tiles are transposed in registers
+// before being written as output rows.
+#pragma once
+
+#include "gsq/core/config.hpp"
+
+#if GSQ_HAVE_X86_SIMD
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "gsq/core/rng.hpp"
+#include "gsq/core/target.hpp"
+#include "gsq/quant/kernels/gse_params.hpp"
+
+GSQ_TARGET_BEGIN_AVX512
+GSQ_NAMESPACE_BEGIN
+namespace quant::kernels::avx512 {
+
+inline constexpr int kLanes = 16;
+
+/// Round keys of Philox4x32-10 for one seed, broadcast.
+struct PhiloxKeys16 {
+  __m512i k0[10], k1[10];
+};
+
+inline void philox_keys16(std::uint64_t seed, PhiloxKeys16& keys) noexcept {
+  std::uint32_t k0 = static_cast<std::uint32_t>(seed), k1 = static_cast<std::uint32_t>(seed >> 32);
+  for (int round = 0; round < 10; ++round) {
+    keys.k0[round] = _mm512_set1_epi32(static_cast<int>(k0));
+    keys.k1[round] = _mm512_set1_epi32(static_cast<int>(k1));
+    k0 += gsq::detail::kPhiloxW0;
+    k1 += gsq::detail::kPhiloxW1;
+  }
+}
+
+/// hi and lo 32-bit halves of the 32×32→64 products a·m in each of the 16 lanes.
+GSQ_ALWAYS_INLINE void mul_hi_lo16(__m512i a, __m512i m, __m512i& hi, __m512i& lo) noexcept {
+  const __m512i even = _mm512_mul_epu32(a, m);
+  const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
+  hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
+  lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+}
+
+/// random_uniform(seed, stream, index + lane) for 16 consecutive indices.
+GSQ_ALWAYS_INLINE __m512 philox_uniform16(const PhiloxKeys16& keys, std::uint64_t stream,
+                                          std::uint64_t index) noexcept {
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i base_lo = _mm512_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(index)));
+  const __m512i base_hi = _mm512_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(index >> 32)));
+  __m512i c0 = _mm512_add_epi32(base_lo, iota);
+  const __mmask16 carry = _mm512_cmplt_epu32_mask(c0, base_lo);
+  __m512i c1 = _mm512_mask_add_epi32(base_hi, carry, base_hi, _mm512_set1_epi32(1));
+  __m512i c2 = _mm512_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(stream)));
+  __m512i c3 = _mm512_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(stream >> 32)));
+  const __m512i m0 = _mm512_set1_epi32(static_cast<int>(gsq::detail::kPhiloxM0));
+  const __m512i m1 = _mm512_set1_epi32(static_cast<int>(gsq::detail::kPhiloxM1));
+  for (int round = 0; round < 10; ++round) {
+    __m512i hi0, lo0, hi1, lo1;
+    mul_hi_lo16(c0, m0, hi0, lo0);
+    mul_hi_lo16(c2, m1, hi1, lo1);
+    c0 = _mm512_xor_si512(_mm512_xor_si512(hi1, c1), keys.k0[round]);
+    c1 = lo1;
+    c2 = _mm512_xor_si512(_mm512_xor_si512(hi0, c3), keys.k1[round]);
+    c3 = lo0;
+  }
+  const __m512 u = _mm512_cvtepi32_ps(_mm512_srli_epi32(c0, 8));
+  return _mm512_mul_ps(u, _mm512_set1_ps(1.0f / 16777216.0f));
+}
+
+GSQ_ALWAYS_INLINE __mmask16 lane_mask(std::int64_t n) noexcept {
+  return n >= kLanes ? static_cast<__mmask16>(0xFFFF)
+                     : (n <= 0 ? static_cast<__mmask16>(0)
+                               : static_cast<__mmask16>((1u << n) - 1u));
+}
+
+/// The mantissas of 16 scaled values: RNE or floor(s + u), clamped to ±qmax.
+GSQ_ALWAYS_INLINE __m512i round_clamp16(__m512 scaled, bool stochastic, __m512 u,
+                                        __m512 qmax) noexcept {
+  const __m512 nqmax = _mm512_sub_ps(_mm512_setzero_ps(), qmax);
+  if (!stochastic) {
+    const __m512 c = _mm512_min_ps(_mm512_max_ps(scaled, nqmax), qmax);
+    return _mm512_cvt_roundps_epi32(c, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  }
+  const __m512 f =
+      _mm512_roundscale_ps(_mm512_add_ps(scaled, u), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  return _mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(f, nqmax), qmax));
+}
+
+/// Transposes a 16×16 byte tile in place: rows[j] byte i ← rows[i] byte j.
+GSQ_ALWAYS_INLINE void transpose16x16(__m128i* rows) noexcept {
+  __m128i a[16], b[16];
+  for (int i = 0; i < 16; ++i) a[i] = rows[i];
+  // Four perfect-shuffle passes of (row i, row i+8) transpose a 16×16 byte matrix.
+  for (int pass = 0; pass < 4; ++pass) {
+    for (int i = 0; i < 8; ++i) {
+      b[2 * i] = _mm_unpacklo_epi8(a[i], a[i + 8]);
+      b[2 * i + 1] = _mm_unpackhi_epi8(a[i], a[i + 8]);
+    }
+    for (int i = 0; i < 16; ++i) a[i] = b[i];
+  }
+  for (int i = 0; i < 16; ++i) rows[i] = a[i];
+}
+
+/// 16 uniforms random_uniform(seed, stream, index + i) into out (tests, benchmarks).
+inline void uniform_batch(std::uint64_t seed, std::uint64_t stream, std::uint64_t index,
+                          float* out) noexcept {
+  PhiloxKeys16 keys;
+  philox_keys16(seed, keys);
+  _mm512_storeu_ps(out, philox_uniform16(keys, stream, index));
+}
+
+inline void pack_nibbles(const std::int8_t* m, std::int64_t n, std::int8_t* out) noexcept {
+  std::int64_t i = 0;
+  const __m512i lo_mask = _mm512_set1_epi16(0x000F), hi_mask = _mm512_set1_epi16(0x00F0);
+  for (; i + 64 <= n; i += 64) {
+    const __m512i w = _mm512_loadu_si512(m + i);
+    const __m512i packed = _mm512_or_si512(_mm512_and_si512(w, lo_mask),
+                                           _mm512_and_si512(_mm512_srli_epi16(w, 4), hi_mask));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i / 2), _mm512_cvtepi16_epi8(packed));
+  }
+  pack_nibbles_scalar(m + i, n - i, out + i / 2);
+}
+
+inline void unpack_nibbles(const std::int8_t* packed, std::int64_t n, std::int8_t* m) noexcept {
+  std::int64_t i = 0;
+  const __m512i lo_mask = _mm512_set1_epi16(0x000F), hi_mask = _mm512_set1_epi16(0x0F00);
+  const __m512i eight = _mm512_set1_epi8(8);
+  for (; i + 64 <= n; i += 64) {
+    const __m512i x = _mm512_cvtepu8_epi16(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(packed + i / 2)));
+    const __m512i w = _mm512_or_si512(_mm512_and_si512(x, lo_mask),
+                                      _mm512_and_si512(_mm512_slli_epi16(x, 4), hi_mask));
+    _mm512_storeu_si512(m + i, _mm512_sub_epi8(_mm512_xor_si512(w, eight), eight));
+  }
+  if (i < n) {
+    // Odd tails start on a byte boundary because i is even.
+    unpack_nibbles_scalar(packed + i / 2, n - i, m + i);
+  }
+}
+
+/// One row, groups along the row (transpose = false). kGroup > 0 fixes the group size
+/// at compile time (fast paths), 0 reads it from p.
+template <int kGroup>
+inline bool quantize_row(const GseQuantParams& p, std::int64_t r, std::int8_t* dst,
+                         const PhiloxKeys16& keys) noexcept {
+  const int group = kGroup > 0 ? kGroup : p.group;
+  const float* src = p.src + r * p.src_stride;
+  std::int8_t* exps = p.exponents + r * p.groups;
+  const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF);
+  const __m512 qmax = _mm512_set1_ps(static_cast<float>((1 << (p.bits - 1)) - 1));
+  const std::uint64_t row_index = static_cast<std::uint64_t>(r * p.src_cols);
+  for (std::int64_t g = 0; g < p.groups; ++g) {
+    const std::int64_t c0 = g * group;
+    const std::int64_t n = std::min<std::int64_t>(group, p.cols - c0);
+    __m512i acc = _mm512_setzero_si512();
+    for (std::int64_t k = 0; k < n; k += kLanes) {
+      const __m512i v = _mm512_maskz_loadu_epi32(lane_mask(n - k), src + c0 + k);
+      acc = _mm512_max_epu32(acc, _mm512_and_si512(v, abs_mask));
+    }
+    const auto amax_bits = static_cast<std::uint32_t>(_mm512_reduce_max_epu32(acc));
+    if (amax_bits >= 0x7F800000u) return false;
+    const int e = gse_exponent(amax_bits, p.bits, p.exp_min, p.exp_max);
+    exps[g] = static_cast<std::int8_t>(e);
+    const __m512 neg_e = _mm512_set1_ps(static_cast<float>(-e));
+    for (std::int64_t k = 0; k < group; k += kLanes) {
+      const __m512 v = _mm512_maskz_loadu_ps(lane_mask(n - k), src + c0 + k);
+      const __m512 scaled = _mm512_scalef_ps(v, neg_e);
+      __m512 u = _mm512_setzero_ps();
+      if (p.stochastic)
+        u = philox_uniform16(keys, p.stream, row_index + static_cast<std::uint64_t>(c0 + k));
+      const __m512i q = round_clamp16(scaled, p.stochastic, u, qmax);
+      _mm512_mask_cvtepi32_storeu_epi8(dst + c0 + k, lane_mask(group - k), q);
+    }
+  }
+  return true;
+}
+
+/// 16 output rows [j0, j0 + 16) of a transposed quantization (source columns).
+inline bool quantize_tile_transposed(const GseQuantParams& p, std::int64_t j0,
+                                     const PhiloxKeys16& keys) noexcept {
+  const int group = p.group;
+  const int tile_rows = (group + 15) / 16 * 16;
+  const std::int64_t jn = std::min<std::int64_t>(kLanes, p.rows - j0);
+  const __mmask16 cmask = lane_mask(jn);
+  const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF);
+  const __m512 qmax = _mm512_set1_ps(static_cast<float>((1 << (p.bits - 1)) - 1));
+  const std::int64_t padded_cols = p.groups * group;
+  alignas(64) __m128i tile[256];
+  alignas(16) std::int8_t e8[16];
+  for (std::int64_t g = 0; g < p.groups; ++g) {
+    const std::int64_t i0 = g * group;  // first source row of the group
+    const std::int64_t n = std::min<std::int64_t>(group, p.cols - i0);
+    const float* src = p.src + i0 * p.src_stride + j0;
+    __m512i acc = _mm512_setzero_si512();
+    for (std::int64_t i = 0; i < n; ++i) {
+      const __m512i v = _mm512_maskz_loadu_epi32(cmask, src + i * p.src_stride);
+      acc = _mm512_max_epu32(acc, _mm512_and_si512(v, abs_mask));
+    }
+    if (_mm512_cmpge_epu32_mask(acc, _mm512_set1_epi32(0x7F800000)) != 0) return false;
+    // Per-lane exponent: floor(log2 amax) from the biased exponent; subnormals are
+    // first scaled by 2^64 (exact) so they have one.
+    const __m512i biased = _mm512_srli_epi32(acc, 23);
+    const __mmask16 sub = _mm512_cmpeq_epi32_mask(biased, _mm512_setzero_si512());
+    const __m512 up = _mm512_mul_ps(_mm512_castsi512_ps(acc), _mm512_set1_ps(18446744073709551616.0f));
+    const __m512i biased_up = _mm512_srli_epi32(_mm512_castps_si512(up), 23);
+    __m512i lg = _mm512_mask_blend_epi32(sub, _mm512_sub_epi32(biased, _mm512_set1_epi32(127)),
+                                         _mm512_sub_epi32(biased_up, _mm512_set1_epi32(191)));
+    __m512i e = _mm512_sub_epi32(lg, _mm512_set1_epi32(p.bits - 2));
+    e = _mm512_min_epi32(_mm512_max_epi32(e, _mm512_set1_epi32(p.exp_min)),
+                         _mm512_set1_epi32(p.exp_max));
+    const __mmask16 zero = _mm512_cmpeq_epi32_mask(acc, _mm512_setzero_si512());
+    e = _mm512_mask_mov_epi32(e, zero, _mm512_set1_epi32(p.exp_min));
+    _mm_store_si128(reinterpret_cast<__m128i*>(e8), _mm512_cvtepi32_epi8(e));
+    for (std::int64_t j = 0; j < jn; ++j) p.exponents[(j0 + j) * p.groups + g] = e8[j];
+    const __m512 neg_e = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_setzero_si512(), e));
+    for (std::int64_t i = 0; i < tile_rows; ++i) {
+      if (i >= n) {
+        tile[i] = _mm_setzero_si128();
+        continue;
+      }
+      const __m512 v = _mm512_maskz_loadu_ps(cmask, src + i * p.src_stride);
+      const __m512 scaled = _mm512_scalef_ps(v, neg_e);
+      __m512 u = _mm512_setzero_ps();
+      if (p.stochastic)
+        u = philox_uniform16(keys, p.stream,
+                             static_cast<std::uint64_t>((i0 + i) * p.src_cols + j0));
+      tile[i] = _mm512_cvtepi32_epi8(round_clamp16(scaled, p.stochastic, u, qmax));
+    }
+    for (int b = 0; b < tile_rows; b += 16) transpose16x16(tile + b);
+    for (std::int64_t j = 0; j < jn; ++j) {
+      std::int8_t* out = p.staging != nullptr ? p.staging + j * padded_cols + i0
+                                              : p.mantissas + (j0 + j) * p.row_bytes + i0;
+      for (int b = 0; b < tile_rows; b += 16)
+        _mm_mask_storeu_epi8(out + b, static_cast<__mmask16>(lane_mask(group - b)), tile[b + j]);
+    }
+  }
+  if (p.staging != nullptr) {
+    for (std::int64_t j = 0; j < jn; ++j)
+      pack_nibbles(p.staging + j * padded_cols, padded_cols, p.mantissas + (j0 + j) * p.row_bytes);
+  }
+  return true;
+}
+
+/// Quantizes output rows [r0, r1); false if the source holds a non-finite value there.
+/// Transposed calls need r0 to be a multiple of kGseTileRows.
+inline bool quantize_gse_rows(const GseQuantParams& p, std::int64_t r0, std::int64_t r1) noexcept {
+  PhiloxKeys16 keys;
+  if (p.stochastic) philox_keys16(p.seed, keys);
+  if (p.transpose) {
+    for (std::int64_t j0 = r0; j0 < r1; j0 += kGseTileRows) {
+      GseQuantParams tile = p;
+      tile.rows = std::min(r1, p.rows);
+      if (!quantize_tile_transposed(tile, j0, keys)) return false;
+    }
+    return true;
+  }
+  const bool packed = p.staging != nullptr;
+  for (std::int64_t r = r0; r < r1; ++r) {
+    std::int8_t* dst = packed ? p.staging : p.mantissas + r * p.row_bytes;
+    bool ok;
+    switch (p.group) {
+      case 32: ok = quantize_row<32>(p, r, dst, keys); break;
+      case 64: ok = quantize_row<64>(p, r, dst, keys); break;
+      case 128: ok = quantize_row<128>(p, r, dst, keys); break;
+      default: ok = quantize_row<0>(p, r, dst, keys); break;
+    }
+    if (!ok) return false;
+    if (packed) pack_nibbles(dst, p.groups * p.group, p.mantissas + r * p.row_bytes);
+  }
+  return true;
+}
+
+/// Dequantizes GseMatrix rows [r0, r1) (transposed: r0 a multiple of kGseTileRows).
+inline void dequantize_gse_rows(const GseDequantParams& p, std::int64_t r0,
+                                std::int64_t r1) noexcept {
+  const int group = p.group;
+  const std::int64_t padded_cols = p.groups * group;
+  if (!p.transpose) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const std::int8_t* m = p.mantissas + r * p.row_bytes;
+      if (p.packed) {
+        unpack_nibbles(m, padded_cols, p.staging);
+        m = p.staging;
+      }
+      const std::int8_t* exps = p.exponents + r * p.groups;
+      float* dst = p.dst + r * p.dst_stride;
+      for (std::int64_t g = 0; g < p.groups; ++g) {
+        const std::int64_t c0 = g * group;
+        const std::int64_t n = std::min<std::int64_t>(group, p.cols - c0);
+        const __m512 s = _mm512_set1_ps(pow2f(exps[g]));
+        for (std::int64_t k = 0; k < n; k += kLanes) {
+          const __mmask16 mask = lane_mask(n - k);
+          const __m128i q = _mm_maskz_loadu_epi8(mask, m + c0 + k);
+          const __m512 v = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
+          _mm512_mask_storeu_ps(dst + c0 + k, mask, _mm512_mul_ps(v, s));
+        }
+      }
+    }
+    return;
+  }
+  const int tile_rows = (group + 15) / 16 * 16;
+  alignas(64) __m128i tile[256];
+  alignas(64) std::int32_t e32[16];
+  for (std::int64_t j0 = r0; j0 < r1; j0 += kGseTileRows) {
+    const std::int64_t jn = std::min<std::int64_t>(kLanes, r1 - j0);
+    const __mmask16 cmask = lane_mask(jn);
+    const std::int8_t* rows[kGseTileRows];
+    for (std::int64_t j = 0; j < jn; ++j) {
+      const std::int8_t* m = p.mantissas + (j0 + j) * p.row_bytes;
+      if (p.packed) {
+        unpack_nibbles(m, padded_cols, p.staging + j * padded_cols);
+        m = p.staging + j * padded_cols;
+      }
+      rows[j] = m;
+    }
+    for (std::int64_t g = 0; g < p.groups; ++g) {
+      const std::int64_t c0 = g * group;
+      const std::int64_t n = std::min<std::int64_t>(group, p.cols - c0);
+      for (int j = 0; j < kLanes; ++j)
+        e32[j] = j < jn ? p.exponents[(j0 + j) * p.groups + g] : 0;
+      const __m512 s = _mm512_scalef_ps(_mm512_set1_ps(1.0f),
+                                        _mm512_cvtepi32_ps(_mm512_load_si512(e32)));
+      for (int b = 0; b < tile_rows; b += 16) {
+        const __mmask16 bytes = lane_mask(group - b);
+        for (int j = 0; j < kLanes; ++j)
+          tile[b + j] = j < jn ? _mm_maskz_loadu_epi8(bytes, rows[j] + c0 + b) : _mm_setzero_si128();
+        transpose16x16(tile + b);
+      }
+      for (std::int64_t c = 0; c < n; ++c) {
+        const __m512 v = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(tile[c]));
+        _mm512_mask_storeu_ps(p.dst + (c0 + c) * p.dst_stride + j0, cmask, _mm512_mul_ps(v, s));
+      }
+    }
+  }
+}
+
+}  // namespace quant::kernels::avx512
+GSQ_NAMESPACE_END
+GSQ_TARGET_END
+
+#endif  // GSQ_HAVE_X86_SIMD
