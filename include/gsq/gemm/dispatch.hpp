@@ -1,22 +1,62 @@
 // gsq/gemm/dispatch.hpp — which GEMM path runs, and which one ran.
 //
 // The path is gsq::selected_isa() (core/isa.hpp: program choice, then GSQ_ISA, then
-// CPUID); every path gives the same bits, so the choice only changes speed.
+// CPUID); every path gives the same bits, so the choice only changes speed. Each path
+// is a table of plain function pointers (STYLE.md §5.7): its kernel and its packers.
 // active_isa() reports the path of the last GEMM on this thread, for tests, benchmarks
 // and examples (as ruy's last_used_path()).
 #pragma once
 
+#include <cstdint>
+
 #include "gsq/core/config.hpp"
 #include "gsq/core/isa.hpp"
+#include "gsq/format/gse.hpp"
+#include "gsq/gemm/kernels/avx512_vnni.hpp"
+#include "gsq/gemm/kernels/reference.hpp"
+#include "gsq/gemm/pack.hpp"
+#include "gsq/gemm/params.hpp"
 
 GSQ_NAMESPACE_BEGIN
 namespace gemm {
 
 namespace detail {
+
+using KernelFn = void (*)(const KernelParams&) noexcept;
+using PackAFn = void (*)(const GseMatrix&, const PanelGeometry&, std::int64_t, std::int64_t,
+                         std::uint8_t*, float*) noexcept;
+using PackBFn = void (*)(const BSourceView&, const PanelGeometry&, std::int64_t, std::int64_t,
+                         std::int64_t, std::int8_t*, float*) noexcept;
+
+/// One path: its kernel and its packers.
+struct PathTable {
+  Isa isa;
+  KernelFn kernel;
+  PackAFn pack_a;
+  PackBFn pack_b;
+};
+
+inline PathTable path_table(Isa isa) noexcept {
+#if GSQ_HAVE_X86_SIMD
+  switch (isa) {
+    case Isa::kAvx512Vnni:
+      return {isa, &kernels::avx512_vnni::gemm_kernel, &pack_a_reference,
+              &pack_b_reference};
+    case Isa::kAvx2:
+      // TODO(gemm): AVX2 kernel; until then the portable one.
+      return {isa, &kernels::reference::gemm_kernel, &pack_a_reference, &pack_b_reference};
+    case Isa::kReference: break;
+  }
+#endif
+  return {Isa::kReference, &kernels::reference::gemm_kernel, &pack_a_reference,
+          &pack_b_reference};
+}
+
 inline Isa& last_isa() noexcept {
   static thread_local Isa isa = Isa::kReference;
   return isa;
 }
+
 }  // namespace detail
 
 /// The path the last integer GEMM on this thread ran (kReference before any call).

@@ -14,8 +14,8 @@
 // transposed GSE-INT tensor in the packing step. qcd_gemm_nt quantizes an fp32 A first
 // (the QCD pattern). gemm_f32 is the FP32 twin on Eigen.
 //
-// TODO(gemm): the entry points below run the reference kernel; the packed, dispatched
-// AVX2 / AVX-512 VNNI engine replaces their bodies (same contract).
+// The engine: gemm/driver.hpp (blocking, threads), gemm/pack.hpp (panel layout),
+// gemm/dispatch.hpp (paths), gemm/kernels/ (one file per ISA).
 #pragma once
 
 #include <cstdint>
@@ -28,6 +28,7 @@
 #include "gsq/format/gse.hpp"
 #include "gsq/format/nf4.hpp"
 #include "gsq/gemm/dispatch.hpp"
+#include "gsq/gemm/driver.hpp"
 #include "gsq/gemm/f32.hpp"
 #include "gsq/gemm/operand.hpp"
 #include "gsq/gemm/params.hpp"
@@ -39,26 +40,55 @@ namespace gemm {
 
 /// C (+)= alpha · A·Bᵀ for GSE-INT A [M, K] and B given as a BOperand ([N, K]).
 /// Throws ShapeError if k or C's extents disagree, FormatError if A and B do not share
-/// the group size.
+/// the group size or B holds values that do not decode to finite numbers.
 inline void gemm_nt(const GseMatrix& a, const BOperand& b, MatrixView<float> c,
                     const GemmOptions& options = {}) {
   detail::check_gemm_shapes(a.rows(), b.rows(), a.cols(), b.cols(), c, "gemm_nt");
   detail::check_same_group(a.spec(), b.spec(), "gemm_nt");
-  detail::last_isa() = Isa::kReference;
-  if (b.source() == BSource::kGse) {
-    gemm_nt_reference(a, *b.gse_matrix(), c, options);
-  } else if (b.source() == BSource::kPacked) {
-    gemm_nt_reference(a, b.packed_matrix()->matrix(), c, options);
-  } else {
-    const GseMatrix regrouped = regroup_reference(b);
-    gemm_nt_reference(a, regrouped, c, options);
+  const detail::PathTable path = detail::path_table(selected_isa());
+  detail::last_isa() = path.isa;
+  if (c.rows() == 0 || c.cols() == 0) return;
+  if (a.cols() == 0) {
+    detail::write_empty_product(c, options);
+    return;
   }
+  const PackedB* packed = b.source() == BSource::kPacked ? b.packed_matrix() : nullptr;
+  const PanelGeometry geo = packed ? packed->geometry()
+                                   : PanelGeometry::make(kernel_shape_for(b.rows()),
+                                                         a.spec().group, a.cols());
+  const BSourceView src = packed ? BSourceView{} : detail::make_source(b, detail::thread_workspace());
+  const detail::PackedA pa = detail::pack_a_all(a, geo, path);
+  detail::run_packed(pa, geo, src, packed, c, options, path);
 }
 
 /// C (+)= alpha · A·Bᵀ for GSE-INT A [M, K] and B [N, K] on the selected ISA path.
 inline void gemm_nt(const GseMatrix& a, const GseMatrix& b, MatrixView<float> c,
                     const GemmOptions& options = {}) {
   gemm_nt(a, BOperand::gse(b), c, options);
+}
+
+inline PackedB pack_b(const BOperand& b, MemoryCategory category) {
+  GSQ_CHECK(b.source() != BSource::kPacked, ErrorCode::kInvalidArgument,
+            "pack_b: the operand is already packed");
+  const detail::PathTable path = detail::path_table(selected_isa());
+  PackedB p;
+  p.rows_ = b.rows();
+  p.spec_ = b.spec();
+  p.geometry_ = PanelGeometry::make(kernel_shape_for(b.rows()), b.spec().group, b.cols());
+  const PanelGeometry& geo = p.geometry_;
+  const std::int64_t panels = geo.b_panels(b.rows());
+  p.panels_ = AlignedBuffer<std::int8_t>(std::max<std::int64_t>(1, panels * geo.b_panel_bytes()),
+                                         category, kUninitialized);
+  if (geo.groups == 0) return p;
+  const BSourceView src = detail::make_source(b, detail::thread_workspace());
+  std::int8_t* out = p.panels_.data();
+  parallel_for_chunks(panels, 1, [&](std::int64_t p0, std::int64_t p1) {
+    float* scratch = detail::reserve(detail::thread_workspace().scratch,
+                                     std::int64_t{kMaxGseGroup} * 64);
+    for (std::int64_t q = p0; q < p1; ++q)
+      path.pack_b(src, geo, q * geo.nr, 0, geo.groups, out + q * geo.b_panel_bytes(), scratch);
+  });
+  return p;
 }
 
 /// QCD: quantizes A from fp32 once into `a_spec` (a_transposed as quant/gse.hpp's

@@ -27,6 +27,7 @@
 #include "gsq/core/tensor.hpp"
 #include "gsq/format/gse.hpp"
 #include "gsq/format/nf4.hpp"
+#include "gsq/gemm/pack.hpp"
 #include "gsq/quant/gse.hpp"
 #include "gsq/quant/nf4.hpp"
 
@@ -107,30 +108,35 @@ class BOperand {
 GseMatrix regroup_reference(const BOperand& b, MemoryCategory category = MemoryCategory::kScratch);
 
 /// Owning prepacked B panels: an optional cache that trades memory for packing time
-/// (DESIGN.md: off by default, counted by the memory accounting). Made by pack_b.
+/// (DESIGN.md: off by default, counted by the memory accounting). Made by pack_b
+/// (gemm/gemm.hpp) in the layout of gemm/pack.hpp, which every ISA path reads.
 class PackedB {
  public:
   PackedB() = default;
-  std::int64_t rows() const noexcept { return b_.rows(); }
-  std::int64_t cols() const noexcept { return b_.cols(); }
-  const GseSpec& spec() const noexcept { return b_.spec(); }
+  std::int64_t rows() const noexcept { return rows_; }
+  std::int64_t cols() const noexcept { return geometry_.k; }
+  /// The GSE-INT format of the packed values.
+  const GseSpec& spec() const noexcept { return spec_; }
   /// Bytes held (counted under the category given to pack_b).
-  std::int64_t bytes() const noexcept { return b_.bytes(); }
-  // TODO(gemm): panels in the kernels' layout instead of a regrouped matrix.
-  const GseMatrix& matrix() const noexcept { return b_; }
+  std::int64_t bytes() const noexcept { return panels_.bytes(); }
+  const PanelGeometry& geometry() const noexcept { return geometry_; }
+  /// The records of panel p (columns [p·nr, p·nr + nr)), all groups.
+  const std::int8_t* panel(std::int64_t p) const noexcept {
+    return panels_.data() + p * geometry_.b_panel_bytes();
+  }
 
  private:
   friend PackedB pack_b(const BOperand& b, MemoryCategory category);
-  GseMatrix b_;
+  std::int64_t rows_ = 0;
+  GseSpec spec_{};
+  PanelGeometry geometry_{};
+  AlignedBuffer<std::int8_t> panels_;
 };
 
-/// Packs `b` once for reuse across GEMM calls. The buffer is counted under `category`
-/// (kScratch by default; a long-lived weight cache may prefer kWeights).
-inline PackedB pack_b(const BOperand& b, MemoryCategory category = MemoryCategory::kScratch) {
-  PackedB p;
-  p.b_ = regroup_reference(b, category);
-  return p;
-}
+/// Packs `b` once for reuse across GEMM calls (defined in gemm/gemm.hpp). The panels are
+/// counted under `category`: kScratch by default; a long-lived weight cache may prefer
+/// kWeights so memory reports show it next to the weight it copies.
+PackedB pack_b(const BOperand& b, MemoryCategory category = MemoryCategory::kScratch);
 
 inline BOperand BOperand::packed(const PackedB& p) {
   BOperand op(BSource::kPacked, p.rows(), p.cols(), p.spec());
@@ -146,7 +152,24 @@ inline GseMatrix regroup_reference(const BOperand& b, MemoryCategory category) {
       GseMatrix out = b.gse_matrix()->clone();
       return out;
     }
-    case BSource::kPacked: return b.packed_matrix()->matrix().clone();
+    case BSource::kPacked: {
+      // Read the values back from the panels: mantissas, and each group's exponent.
+      const PackedB& p = *b.packed_matrix();
+      const PanelGeometry& geo = p.geometry();
+      GseMatrix out(b.rows(), b.cols(), b.spec(), category);
+      for (std::int64_t n = 0; n < b.rows(); ++n) {
+        const std::int8_t* panel = p.panel(n / geo.nr);
+        const int j = static_cast<int>(n % geo.nr);
+        for (std::int64_t g = 0; g < geo.groups; ++g) {
+          const std::int8_t* rec = panel + g * geo.b_record_bytes();
+          const float e = reinterpret_cast<const float*>(rec + geo.b_data_bytes() + geo.nr * 4)[j];
+          out.exponent_row(n)[g] = static_cast<std::int8_t>(e);
+          for (int i = 0; i < geo.group; ++i)
+            out.set_mantissa(n, g * geo.group + i, rec[(i / 4) * geo.nr * 4 + j * 4 + i % 4]);
+        }
+      }
+      return out;
+    }
     case BSource::kGseTransposed: {
       const GseMatrix& m = *b.gse_matrix();
       Tensor<float> x({m.rows(), m.cols()}, MemoryCategory::kScratch);

@@ -19,5 +19,33 @@ struct GemmOptions {
   bool accumulate = false;  // C = fma(alpha, acc, C) instead of C = alpha·acc
 };
 
+/// One kernel call: `tiles` packed A tiles (MR rows each) times one packed B block (the
+/// records of groups [g0, g1) of one NR-column panel), see gemm/pack.hpp for the layout.
+/// The fp32 accumulators start from 0 (first) or from `acc`, and end in `acc` or, on
+/// the last k-block, in C. Everything a kernel needs is here; kernels never throw.
+struct KernelParams {
+  const std::uint8_t* a = nullptr;   // tile 0, group g0
+  const float* a_exp = nullptr;      // tile 0, group g0
+  std::int64_t a_tile_stride = 0;    // bytes from one A tile to the next
+  std::int64_t a_exp_stride = 0;     // floats from one tile's exponents to the next
+  std::int64_t tiles = 0;
+  const std::int8_t* b = nullptr;    // record of group g0
+  std::int64_t b_record_bytes = 0;
+  std::int64_t groups = 0;           // g1 − g0
+  int quads = 0;                     // quads per group record
+  int last_quads = 0;                // quads holding data in the block's last group
+  int mr = 0;
+  int nr = 0;
+  float* acc = nullptr;              // tiles × mr × nr fp32 partial sums across k-blocks
+  bool first = true;                 // k-block 0: accumulators start at +0
+  bool last = true;                  // final k-block: write C
+  float* c = nullptr;                // C at (tile 0 row 0, panel column 0)
+  std::int64_t ldc = 0;
+  std::int64_t m_valid = 0;          // rows of C from tile 0 that exist
+  int n_valid = 0;                   // columns of C in this panel that exist (<= nr)
+  float alpha = 1.0f;
+  bool accumulate = false;
+};
+
 }  // namespace gemm
 GSQ_NAMESPACE_END

@@ -1,0 +1,43 @@
+// gsq/gemm/workspace.hpp — per-thread scratch buffers that live across GEMM calls.
+//
+// Page faults are slow on the machines gsq targets (DESIGN.md "Machine facts"), so the
+// packed A panel, the B block being packed and the partial accumulators are allocated
+// once per thread, grown when a larger product needs more, and reused. They are ordinary
+// AlignedBuffers counted under MemoryCategory::kScratch.
+#pragma once
+
+#include <cstdint>
+
+#include "gsq/core/config.hpp"
+#include "gsq/core/memory.hpp"
+
+GSQ_NAMESPACE_BEGIN
+namespace gemm::detail {
+
+struct Workspace {
+  AlignedBuffer<std::uint8_t> a_panel;  // packed A (the calling thread's)
+  AlignedBuffer<float> a_exp;
+  AlignedBuffer<std::int8_t> b_block;   // one packed B block
+  AlignedBuffer<float> acc;             // fp32 partial sums between k-blocks
+  AlignedBuffer<float> scratch;         // decode / regroup staging
+  AlignedBuffer<float> absmax;          // decoded NF4 block scales (double quantization)
+};
+
+/// This thread's workspace.
+inline Workspace& thread_workspace() noexcept {
+  static thread_local Workspace ws;
+  return ws;
+}
+
+/// At least `count` elements of `buf`, reallocating (uninitialised) only to grow.
+template <class T>
+T* reserve(AlignedBuffer<T>& buf, std::int64_t count) {
+  if (buf.size() < count) {
+    buf = AlignedBuffer<T>();  // release first so peak memory is not doubled
+    buf = AlignedBuffer<T>(count, MemoryCategory::kScratch, kUninitialized);
+  }
+  return buf.data();
+}
+
+}  // namespace gemm::detail
+GSQ_NAMESPACE_END
