@@ -1,0 +1,64 @@
+// gsq/nn/qcd.hpp — the quantize → integer GEMM → dequantize steps shared by the layers.
+//
+// Every integer product of a layer quantizes an FP32 operand into GSE-INT (activations
+// with the activation width, weights with the weight width, gradients with the gradient
+// width; DESIGN.md "LoRA dataflow") and hands it to gemm::gemm_nt. The quantized
+// buffers are reused from step to step (page faults are slow on the target machines),
+// so each quantization writes into a GseMatrix that is reallocated only when its shape
+// or format changes (ensure_gse, nn/workspace.hpp). Gradients may use stochastic
+// rounding; their random stream is keyed by (layer seed, backward-call count, tensor
+// tag), never by thread or order.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "gsq/core/config.hpp"
+#include "gsq/core/error.hpp"
+#include "gsq/core/memory.hpp"
+#include "gsq/core/tensor.hpp"
+#include "gsq/format/gse.hpp"
+#include "gsq/nn/workspace.hpp"
+#include "gsq/quant/gse.hpp"
+
+GSQ_NAMESPACE_BEGIN
+namespace detail {
+
+/// Quantizes `src` (or srcᵀ with `transpose`) into the reused buffer `out`.
+inline GseMatrix& quantize_into(GseMatrix& out, MatrixView<const float> src, const GseSpec& spec,
+                                bool transpose, const QuantizeOptions& options,
+                                MemoryCategory category = MemoryCategory::kScratch) {
+  ensure_gse(out, transpose ? src.cols() : src.rows(), transpose ? src.rows() : src.cols(), spec,
+             category);
+  quantize_gse(src, transpose, out, options);
+  return out;
+}
+
+/// Quantization options for activations and weights: round-half-even.
+inline QuantizeOptions nearest_options(const char* name) {
+  QuantizeOptions q;
+  q.name = name;
+  return q;
+}
+
+/// Quantization options for a gradient tensor: `rounding` with a stream unique to
+/// (backward call `step`, tensor `tag`); both orientations of one tensor share it.
+inline QuantizeOptions gradient_options(Rounding rounding, std::uint64_t seed, std::uint64_t step,
+                                        std::uint64_t tag, const char* name) {
+  QuantizeOptions q;
+  q.rounding = rounding;
+  q.seed = seed;
+  q.stream = (step << 4) | (tag & 0xF);
+  q.name = name;
+  return q;
+}
+
+/// Throws unless `x` has `cols` columns and at least one row; `what` names the call.
+inline void check_tokens(MatrixView<const float> x, std::int64_t cols, const char* what) {
+  GSQ_CHECK(x.rows() >= 1 && x.cols() == cols, ErrorCode::kShapeMismatch,
+            std::string(what) + ": expected [tokens >= 1, " + std::to_string(cols) + "], got " +
+                shape_string(x));
+}
+
+}  // namespace detail
+GSQ_NAMESPACE_END
