@@ -1,0 +1,290 @@
+// L4qLinear and its uniform quantizer: LSQ+ gradients against finite differences, the
+// layer's chain rule against a straight-through surrogate, exact merge, warm-up,
+// integer vs FP32 twin and determinism.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "gsq/core/parallel.hpp"
+#include "gsq/nn/l4q_linear.hpp"
+#include "nn/test_lora_support.hpp"
+#include "support/test_support.hpp"
+
+namespace {
+
+using gsq::Bits;
+using gsq::FrozenWeight;
+using gsq::L4qLinear;
+using gsq::Tensor;
+
+// The straight-through surrogate of one quantized weight, with the rounding residual
+// and the in-range decision frozen at a base point: its exact derivatives are LSQ+'s.
+struct Surrogate {
+  double residual = 0;  // round(v0) − v0
+  int region = 0;       // −1 below, 0 in range, +1 above
+  static Surrogate at(double w, double s, double b, double qmin, double qmax) {
+    const double v = (w - b) / s;
+    Surrogate p;
+    p.region = v < qmin ? -1 : v > qmax ? 1 : 0;
+    p.residual = std::nearbyint(v) - v;
+    return p;
+  }
+  double value(double w, double s, double b, double qmin, double qmax) const {
+    if (region < 0) return qmin * s + b;
+    if (region > 0) return qmax * s + b;
+    return w + s * residual;  // s·(v + residual) + b
+  }
+};
+
+}  // namespace
+
+TEST_SUITE("nn") {
+  TEST_CASE("l4q: quantizer rounds to the grid and clamps to the code range") {
+    const auto grid = gsq::detail::UniformGrid::of(3);  // codes −4..3
+    CHECK(grid.qmin == -4.0f);
+    CHECK(grid.qmax == 3.0f);
+    const float s = 0.5f, b = 0.25f;
+    const std::vector<float> w = {0.25f, 0.5f, 0.75f, 1.0f, -10.0f, 10.0f, 0.0f, 1.4f};
+    std::vector<float> q(w.size()), deq(w.size());
+    gsq::detail::uniform_codes(w.data(), 8, s, b, grid, q.data());
+    gsq::detail::uniform_dequantize(q.data(), 8, s, b, deq.data());
+    // v = (w − b)/s = 0, 0.5, 1, 1.5, −20.5, 19.5, −0.5, 2.3 → half-even, then clamp.
+    const std::vector<float> want = {0, 0, 1, 2, -4, 3, -0.0f, 2};
+    for (std::size_t i = 0; i < w.size(); ++i) {
+      CAPTURE(i);
+      CHECK(q[i] == want[i]);
+      CHECK(deq[i] == want[i] * s + b);
+    }
+  }
+
+  TEST_CASE("l4q: LSQ+ step and offset gradients match finite differences where differentiable") {
+    // Clamped weights: ŵ = Qn·s + b or Qp·s + b is smooth in s and b, so the true
+    // function's central differences must equal LSQ+ exactly. In range, the true
+    // function is piecewise constant in s, b; there LSQ+ is the derivative of the
+    // straight-through surrogate, checked the same way.
+    const auto grid = gsq::detail::UniformGrid::of(4);
+    const std::int64_t n = 64;
+    const Tensor<float> w = gsq::test::random_matrix(1, n, 7);
+    const Tensor<float> g = gsq::test::random_matrix(1, n, 8);
+    const float s = 0.3f, b = 0.1f;  // the outliers (×30) land outside [−8, 7]·s + b
+    std::vector<float> dw(n);
+    float ds = 0, db = 0;
+    gsq::detail::uniform_lsq_backward(w.data(), g.data(), n, s, b, grid, dw.data(), ds, db);
+    int clamped = 0;
+    double want_ds = 0, want_db = 0;
+    const double eps = 1e-3;
+    for (std::int64_t i = 0; i < n; ++i) {
+      const Surrogate p = Surrogate::at(w[i], s, b, grid.qmin, grid.qmax);
+      if (p.region != 0) {
+        ++clamped;
+        // The true quantizer, evaluated in float, differenced in s and b.
+        auto qhat = [&](float ss, float bb) {
+          float q, out;
+          gsq::detail::uniform_codes(&w[i], 1, ss, bb, grid, &q);
+          gsq::detail::uniform_dequantize(&q, 1, ss, bb, &out);
+          return double{out};
+        };
+        const double fd_s = (qhat(s + 1e-2f, b) - qhat(s - 1e-2f, b)) / (2 * double{1e-2f});
+        const double fd_b = (qhat(s, b + 1e-2f) - qhat(s, b - 1e-2f)) / (2 * double{1e-2f});
+        CHECK(fd_s == doctest::Approx(p.region < 0 ? grid.qmin : grid.qmax).epsilon(1e-3));
+        CHECK(fd_b == doctest::Approx(1.0).epsilon(1e-3));
+        CHECK(dw[i] == 0.0f);
+      } else {
+        CHECK(dw[i] == g[i]);  // straight through
+      }
+      const double up_s = p.value(w[i], s + eps, b, grid.qmin, grid.qmax);
+      const double dn_s = p.value(w[i], s - eps, b, grid.qmin, grid.qmax);
+      const double up_b = p.value(w[i], s, b + eps, grid.qmin, grid.qmax);
+      const double dn_b = p.value(w[i], s, b - eps, grid.qmin, grid.qmax);
+      want_ds += g[i] * (up_s - dn_s) / (2 * eps);
+      want_db += g[i] * (up_b - dn_b) / (2 * eps);
+    }
+    CHECK(clamped >= 2);
+    CHECK(clamped <= n / 4);
+    CHECK(ds == doctest::Approx(want_ds).epsilon(1e-4));
+    CHECK(db == doctest::Approx(want_db).epsilon(1e-4));
+  }
+
+  TEST_CASE("l4q: layer gradients match finite differences of the straight-through surrogate") {
+    const std::int64_t t = 4, in = 24, out = 6, r = 2;
+    const Tensor<float> w0 = gsq::test::random_matrix(out, in, 21, 0.2f);
+    const Tensor<float> probe_r = gsq::test::random_matrix(t, out, 22);
+    Tensor<float> x = gsq::test::random_matrix(t, in, 23, 0.5f);
+    L4qLinear layer(FrozenWeight::fp32(w0), {.rank = r, .alpha = 4.0f, .quant_bits = 3,
+                                             .quant_group = 8, .bits = Bits::fp32(), .seed = 24});
+    gsq::CounterRng rng(25, 0);
+    for (float& v : layer.lora_b()) v = rng.next_normal() * 0.2f;
+    // Shrink some steps so that a few weights clamp.
+    for (std::int64_t i = 0; i < layer.quant_step().numel(); i += 2) layer.quant_step()[i] *= 0.6f;
+    L4qLinear::Cache cache;
+    (void)layer.forward(x, cache);
+    const Tensor<float> dx = layer.backward(probe_r, cache);
+
+    // Base point of the surrogate.
+    const double c = layer.scale();
+    const auto grid = gsq::detail::UniformGrid::of(3);
+    auto merged = [&](std::int64_t o, std::int64_t k) {
+      double v = w0(o, k);
+      for (std::int64_t j = 0; j < r; ++j) v += c * double{layer.lora_b()(o, j)} * layer.lora_a()(j, k);
+      return v;
+    };
+    std::vector<Surrogate> base(static_cast<std::size_t>(out * in));
+    for (std::int64_t o = 0; o < out; ++o)
+      for (std::int64_t k = 0; k < in; ++k)
+        base[static_cast<std::size_t>(o * in + k)] =
+            Surrogate::at(merged(o, k), layer.quant_step()(o, k / 8), layer.quant_offset()(o, k / 8),
+                          grid.qmin, grid.qmax);
+    auto surrogate_loss = [&] {
+      double loss = 0;
+      for (std::int64_t o = 0; o < out; ++o)
+        for (std::int64_t k = 0; k < in; ++k) {
+          const double wq = base[static_cast<std::size_t>(o * in + k)].value(
+              merged(o, k), layer.quant_step()(o, k / 8), layer.quant_offset()(o, k / 8),
+              grid.qmin, grid.qmax);
+          for (std::int64_t i = 0; i < t; ++i) loss += probe_r(i, o) * x(i, k) * wq;
+        }
+      return loss;
+    };
+    int clamped = 0;
+    for (const Surrogate& p : base) clamped += p.region != 0;
+    MESSAGE("clamped weights at the base point: " << clamped << " of " << out * in);
+    CHECK(clamped > 0);
+    // The surrogate is linear in each parameter.
+    gsq::test::check_gradient(layer.lora_a(), layer.lora_a_grad(), surrogate_loss, 0.05f, 1e-3);
+    gsq::test::check_gradient(layer.lora_b(), layer.lora_b_grad(), surrogate_loss, 0.05f, 1e-3);
+    gsq::test::check_gradient(layer.quant_step(), layer.quant_step_grad(), surrogate_loss, 0.01f, 1e-3);
+    gsq::test::check_gradient(layer.quant_offset(), layer.quant_offset_grad(), surrogate_loss, 0.05f, 1e-3);
+    // X enters linearly in the true layer: plain finite differences.
+    auto true_loss = [&] {
+      Tensor<float> y({t, out});
+      layer.forward(x, y.view());
+      return gsq::test::probe(y, probe_r);
+    };
+    gsq::test::check_gradient(x, dx, true_loss, 0.25f, 1e-3);
+  }
+
+  TEST_CASE("l4q: merge reproduces the forward output exactly") {
+    const std::int64_t t = 16, in = 200, out = 24;
+    const FrozenWeight w0 = FrozenWeight::nf4(gsq::test::random_matrix(out, in, 31, 0.05f));
+    const Tensor<float> x = gsq::test::random_matrix(t, in, 32);
+    for (const Bits& bits : {Bits::fp32(), Bits::w8a8g8(), Bits::w4a8g8()}) {
+      CAPTURE(bits.name());
+      L4qLinear layer(w0, {.rank = 4, .quant_bits = 4, .quant_group = 64, .bits = bits, .seed = 33});
+      gsq::CounterRng rng(34, 0);
+      for (float& v : layer.lora_b()) v = rng.next_normal() * 0.05f;
+      L4qLinear::Cache cache;
+      const Tensor<float> y = layer.forward(x, cache);
+      const gsq::L4qMerged m = layer.merge();
+      REQUIRE(m.codes.numel() == out * in);
+      CHECK(m.step.numel() == out * 4);  // ceil(200 / 64) groups per row
+      for (std::int64_t o = 0; o < out; ++o)
+        for (std::int64_t k = 0; k < in; ++k) {
+          const int q = m.codes(o, k);
+          REQUIRE(q >= -8);
+          REQUIRE(q <= 7);
+          CHECK(m.weight(o, k) == doctest::Approx(q * m.step(o, k / 64) + m.offset(o, k / 64)).epsilon(1e-6));
+        }
+      Tensor<float> y2({t, out});
+      if (bits.is_fp32()) {
+        gsq::gemm::gemm_f32(x, false, m.weight, true, y2.view());
+      } else {
+        const gsq::GseMatrix xq = gsq::quantize_gse(x, bits.activation_spec(), false);
+        const gsq::GseMatrix wq = gsq::quantize_gse(m.weight, bits.weight_spec(), false);
+        gsq::gemm::gemm_nt(xq, wq, y2.view());
+      }
+      CHECK(gsq::test::bitwise_equal(y.data(), y2.data(), y.numel()));
+      CHECK(m.packed_bytes() == out * in / 2 + 2 * 4 * out * 4);
+    }
+  }
+
+  TEST_CASE("l4q: warm-up trains A and B only and then initialises s and b from the merged weight") {
+    const std::int64_t t = 8, in = 64, out = 16;
+    const Tensor<float> w0 = gsq::test::random_matrix(out, in, 41, 0.1f);
+    const Tensor<float> x = gsq::test::random_matrix(t, in, 42);
+    const Tensor<float> dy = gsq::test::random_matrix(t, out, 43);
+    L4qLinear layer(FrozenWeight::fp32(w0), {.rank = 2, .quant_bits = 4, .quant_group = 32,
+                                             .warmup_steps = 2, .bits = Bits::fp32()});
+    CHECK_THROWS_AS(layer.merge(), gsq::ConfigError);
+    L4qLinear::Cache cache;
+    for (int step = 0; step < 2; ++step) {
+      layer.zero_grad();
+      const Tensor<float> y = layer.forward(x, cache);
+      CHECK_FALSE(layer.quantizing());
+      (void)layer.backward(dy, cache);
+      for (float g : layer.quant_step_grad()) CHECK(g == 0.0f);
+      for (float g : layer.quant_offset_grad()) CHECK(g == 0.0f);
+      double da = 0, db = 0;
+      for (float g : layer.lora_a_grad()) da += std::fabs(g);
+      for (float g : layer.lora_b_grad()) db += std::fabs(g);
+      CHECK(db > 0.0);
+      if (step == 0) CHECK(da == 0.0);  // B = 0, so no gradient reaches A yet
+      for (float& v : layer.lora_b()) v += 0.01f;  // as an optimizer step would
+    }
+    (void)layer.forward(x, cache);
+    CHECK(layer.quantizing());
+    CHECK(layer.training_steps() == 3);
+    // s, b span [min, max] of each group of W0 + c·B·A.
+    Tensor<float> w = w0.clone();
+    gsq::gemm::gemm_f32(layer.lora_b(), false, layer.lora_a(), false, w.view(), {layer.scale(), true});
+    for (std::int64_t o = 0; o < out; ++o)
+      for (std::int64_t j = 0; j < 2; ++j) {
+        float lo = w(o, 32 * j), hi = lo;
+        for (std::int64_t k = 32 * j; k < 32 * (j + 1); ++k) {
+          lo = std::min(lo, w(o, k));
+          hi = std::max(hi, w(o, k));
+        }
+        CHECK(layer.quant_step()(o, j) == doctest::Approx((hi - lo) / 15.0f).epsilon(1e-5));
+        CHECK(layer.quant_offset()(o, j) == doctest::Approx(lo + 8.0f * layer.quant_step()(o, j)).epsilon(1e-5));
+      }
+    layer.zero_grad();
+    (void)layer.backward(dy, cache);
+    double ds = 0;
+    for (float g : layer.quant_step_grad()) ds += std::fabs(g);
+    CHECK(ds > 0.0);
+  }
+
+  TEST_CASE("l4q: integer path tracks the FP32 twin and is deterministic") {
+    const std::int64_t t = 64, in = 256, out = 64;
+    const FrozenWeight w0 = FrozenWeight::nf4(gsq::test::random_matrix(out, in, 51, 0.05f));
+    const Tensor<float> x = gsq::test::random_matrix(t, in, 52);
+    const Tensor<float> dy = gsq::test::random_matrix(t, out, 53, 0.01f);
+    auto run = [&](const Bits& bits, std::vector<Tensor<float>>& outs) {
+      L4qLinear layer(w0, {.rank = 8, .quant_bits = 4, .bits = bits, .seed = 54});
+      gsq::CounterRng rng(55, 0);
+      for (float& v : layer.lora_b()) v = rng.next_normal() * 0.02f;
+      L4qLinear::Cache cache;
+      outs.clear();
+      outs.push_back(layer.forward(x, cache));
+      outs.push_back(layer.backward(dy, cache));
+      outs.push_back(layer.lora_a_grad().clone());
+      outs.push_back(layer.lora_b_grad().clone());
+      outs.push_back(layer.quant_step_grad().clone());
+      outs.push_back(layer.quant_offset_grad().clone());
+    };
+    std::vector<Tensor<float>> ref, got, again;
+    run(Bits::fp32(), ref);
+    run(Bits::w8a8g8(), got);
+    const std::string names[] = {"Y", "dX", "dA", "dB", "ds", "db"};
+    for (std::size_t i = 0; i < ref.size(); ++i) {
+      const double c = gsq::test::cosine(got[i], ref[i]);
+      MESSAGE("L4Q w8a8g8 vs fp32: cos " << names[i] << " " << c);
+      CAPTURE(names[i]);
+      CHECK(c >= (i < 2 ? 0.999 : 0.99));
+    }
+    gsq::set_num_threads(1);
+    run(Bits::w8a8g8(), again);
+    gsq::set_num_threads(0);
+    for (std::size_t i = 0; i < got.size(); ++i)
+      CHECK(gsq::test::bitwise_equal(got[i].data(), again[i].data(), got[i].numel()));
+  }
+
+  TEST_CASE("l4q: bad configurations are rejected") {
+    const FrozenWeight w0 = FrozenWeight::fp32(gsq::test::random_matrix(8, 16, 1));
+    CHECK_THROWS_AS(L4qLinear(w0, {.quant_bits = 1}), gsq::ConfigError);
+    CHECK_THROWS_AS(L4qLinear(w0, {.quant_bits = 9}), gsq::ConfigError);
+    CHECK_THROWS_AS(L4qLinear(w0, {.quant_group = 0}), gsq::ConfigError);
+    CHECK_THROWS_AS(L4qLinear(w0, {.warmup_steps = -1}), gsq::ConfigError);
+  }
+}
