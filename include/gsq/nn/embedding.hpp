@@ -41,6 +41,7 @@ class Embedding {
   bool trainable() const noexcept { return grad_.numel() > 0; }
   /// The gradient of the table (empty while frozen).
   const Tensor<float>& grad() const noexcept { return grad_; }
+  Tensor<float>& grad() noexcept { return grad_; }
 
   /// Allocates (zeroed) or frees the gradient of the table.
   void set_trainable(bool trainable) {

@@ -49,13 +49,14 @@ class RmsNorm {
   const Tensor<float>& weight() const noexcept { return weight_; }
   Tensor<float>& weight() noexcept { return weight_; }
   const Tensor<float>& grad() const noexcept { return grad_; }
+  Tensor<float>& grad() noexcept { return grad_; }
   bool trainable() const noexcept { return grad_.numel() > 0; }
   void set_trainable(bool trainable) {
     if (trainable == this->trainable()) return;
     grad_ = trainable ? Tensor<float>({dim()}, MemoryCategory::kGradients) : Tensor<float>();
   }
 
-  /// y = rmsnorm(x) · w for x, y [tokens, dim] (y may alias x when `cache` is null).
+  /// y = rmsnorm(x) · w for x, y [tokens, dim] (y may alias x).
   /// With a cache, keeps x and 1/rms for backward.
   void forward(MatrixView<const float> x, MatrixView<float> y, Cache* cache) const {
     check_shape(x, x.rows(), dim(), "RmsNorm::forward input");

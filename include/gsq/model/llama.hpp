@@ -1,0 +1,587 @@
+// gsq/model/llama.hpp — a LLaMA decoder composed from the explicit-backward nn layers.
+//
+//     x = embed(ids)
+//     per block:  h = x + o_proj(attention(rope(q_proj(n1)), rope(k_proj(n1)), v_proj(n1)))
+//                 x = h + mlp(n2)           with n1 = rmsnorm(x), n2 = rmsnorm(h)
+//     logits = rmsnorm(x) · Wᵀ              W = the embedding when the classifier is tied
+//
+// The model is built from a LlamaConfig plus FP32 tensors under the canonical names
+// (model/config.hpp) — whatever loader produced them, or random_llama_weights. Each of
+// the seven projections of a block (PEFT target_modules: q_proj, k_proj, v_proj, o_proj,
+// gate_proj, up_proj, down_proj) becomes a frozen Linear or a LoraLinear (model/
+// projection.hpp); frozen weights are stored once in FP32, NF4 or GSE-INT. Attention's
+// score/value products run in FP32 or GSE-INT (`attention_bits`).
+//
+// Training is forward → loss → backward with caller-owned caches, as for every layer:
+//     Llama::Cache cache;
+//     auto r = model.loss_and_backward(ids, targets, mask, batch, cache);
+//     optimizer.step(model.parameters());
+// backward runs the blocks in reverse by plain code, and the adapters (plus norms or
+// the embedding if made trainable) accumulate their gradients. Generation keeps a KV
+// cache (model/kv_cache.hpp) and decodes greedily or by temperature/top-p sampling.
+//
+// Memory: every buffer is counted by category (core/memory.hpp) — frozen weights and
+// adapters as weights, the training cache as activations, reused per-model workspaces
+// as scratch. Parameter pointers stay valid while the model is alive and not moved.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "gsq/core/config.hpp"
+#include "gsq/core/error.hpp"
+#include "gsq/core/memory.hpp"
+#include "gsq/core/parallel.hpp"
+#include "gsq/core/tensor.hpp"
+#include "gsq/gemm/f32.hpp"
+#include "gsq/model/config.hpp"
+#include "gsq/model/kv_cache.hpp"
+#include "gsq/model/projection.hpp"
+#include "gsq/model/sampling.hpp"
+#include "gsq/model/weights.hpp"
+#include "gsq/nn/attention.hpp"
+#include "gsq/nn/bits.hpp"
+#include "gsq/nn/embedding.hpp"
+#include "gsq/nn/frozen_weight.hpp"
+#include "gsq/nn/linear.hpp"
+#include "gsq/nn/lora_linear.hpp"
+#include "gsq/nn/loss.hpp"
+#include "gsq/nn/mlp.hpp"
+#include "gsq/nn/parameter.hpp"
+#include "gsq/nn/rmsnorm.hpp"
+#include "gsq/nn/rope.hpp"
+#include "gsq/nn/workspace.hpp"
+
+GSQ_NAMESPACE_BEGIN
+
+/// The seven projections of a block, by their PEFT target_modules names.
+inline constexpr std::array<std::string_view, 7> kLlamaProjections = {
+    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+
+namespace model::detail {
+inline LoraConfig fp32_lora() {
+  LoraConfig c;
+  c.bits = Bits::fp32();
+  return c;
+}
+}  // namespace model::detail
+
+/// How a Llama is assembled from its weights.
+struct LlamaOptions {
+  WeightFormat base_format = WeightFormat::kFp32;  // storage of every frozen projection weight
+  bool double_quant = false;                       // NF4: quantize the block scales too
+  Bits bits = Bits::fp32();            // products of the frozen (non-target) projections
+  Bits attention_bits = Bits::fp32();  // attention's score and value products
+  ProjectionKind adapter = ProjectionKind::kFrozen;  // what the target modules become
+  std::vector<std::string> target_modules = {kLlamaProjections.begin(), kLlamaProjections.end()};
+  // Rank, alpha, bits and seed of the LoRA layers (the seed is varied per slot).
+  LoraConfig lora = model::detail::fp32_lora();
+  bool train_norms = false;
+  bool train_embedding = false;  // also the classifier when tied
+
+  /// Every product in `bits` (projections, adapters, attention), frozen weights stored
+  /// as `base_format`.
+  static LlamaOptions uniform(const Bits& bits, WeightFormat base_format = WeightFormat::kFp32) {
+    LlamaOptions o;
+    o.base_format = base_format;
+    o.bits = bits;
+    o.attention_bits = bits;
+    o.lora.bits = bits;
+    return o;
+  }
+};
+
+/// Next-token targets for a batch of sequences: target[t] = ids[t + 1] inside each
+/// sequence; the last position of each sequence has nothing to predict (mask 0).
+struct NextTokenTargets {
+  std::vector<std::int32_t> targets;
+  std::vector<std::uint8_t> mask;
+};
+inline NextTokenTargets next_token_targets(std::span<const std::int32_t> ids, std::int64_t batch) {
+  GSQ_CHECK(batch > 0 && ids.size() % static_cast<std::size_t>(batch) == 0,
+            ErrorCode::kShapeMismatch,
+            "next_token_targets: " + std::to_string(ids.size()) +
+                " ids are not whole sequences of a batch of " + std::to_string(batch));
+  const std::size_t seq = ids.size() / static_cast<std::size_t>(batch);
+  NextTokenTargets r{std::vector<std::int32_t>(ids.size(), 0),
+                     std::vector<std::uint8_t>(ids.size(), 0)};
+  for (std::size_t t = 0; t < ids.size(); ++t) {
+    if ((t + 1) % seq == 0) continue;
+    r.targets[t] = ids[t + 1];
+    r.mask[t] = 1;
+  }
+  return r;
+}
+
+struct GenerateOptions {
+  std::int64_t max_new_tokens = 64;
+  SamplingOptions sampling;  // temperature 0: greedy
+  bool stop_at_eos = true;
+};
+
+class Llama {
+ public:
+  /// One decoder block: norms, the seven projection slots.
+  struct Block {
+    RmsNorm attn_norm;  // input_layernorm
+    Projection q_proj, k_proj, v_proj, o_proj;
+    RmsNorm mlp_norm;  // post_attention_layernorm
+    SwiGluMlp<Projection> mlp;
+  };
+
+  /// What backward needs from one block's forward.
+  struct BlockCache {
+    RmsNorm::Cache attn_norm;  // keeps the block input
+    Projection::Cache q_proj, k_proj, v_proj, o_proj;
+    Tensor<float> q, k, v;  // after RoPE: [tokens, dim], [tokens, kv_dim] x 2
+    CausalAttention::Cache attention;
+    RmsNorm::Cache mlp_norm;  // keeps the residual after attention
+    SwiGluMlp<Projection>::Cache mlp;
+
+    std::int64_t bytes() const noexcept {
+      return attn_norm.bytes() + q_proj.bytes() + k_proj.bytes() + v_proj.bytes() +
+             o_proj.bytes() + q.bytes() + k.bytes() + v.bytes() + attention.bytes() +
+             mlp_norm.bytes() + mlp.gate.bytes() + mlp.up.bytes() + mlp.down.bytes() +
+             mlp.g.bytes() + mlp.u.bytes();
+    }
+  };
+
+  /// The training cache of a whole forward: filled by forward, consumed by backward.
+  /// Reuse one across steps; its buffers are reallocated only when shapes change.
+  struct Cache {
+    std::vector<BlockCache> blocks;
+    RmsNorm::Cache final_norm;
+    Tensor<float> hidden;  // final normed states, only when the classifier trains
+    std::vector<std::int32_t> ids;
+    std::int64_t batch = 0;
+    std::int64_t seq = 0;
+
+    /// Bytes of the cached tensors.
+    std::int64_t bytes() const noexcept {
+      std::int64_t n = final_norm.bytes() + hidden.bytes();
+      for (const BlockCache& b : blocks) n += b.bytes();
+      return n;
+    }
+  };
+
+  Llama(const LlamaConfig& config, LlamaTensors weights, const LlamaOptions& options = {})
+      : config_(config), options_(options) {
+    config_.validate("Llama");
+    options_.bits.validate();
+    options_.attention_bits.validate();
+    for (const std::string& m : options_.target_modules)
+      GSQ_CHECK(std::find(kLlamaProjections.begin(), kLlamaProjections.end(), m) !=
+                    kLlamaProjections.end(),
+                ErrorCode::kInvalidArgument,
+                "Llama: unknown target module '" + m +
+                    "' (expected q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj or down_proj)");
+    auto take = [&](const std::string& name, std::vector<std::int64_t> shape) {
+      auto it = weights.find(name);
+      GSQ_CHECK(it != weights.end(), ErrorCode::kInvalidArgument,
+                "Llama: the weights lack tensor '" + name + "'");
+      Tensor<float> t = std::move(it->second);
+      weights.erase(it);
+      bool ok = t.rank() == static_cast<int>(shape.size());
+      for (std::size_t i = 0; ok && i < shape.size(); ++i) ok = t.dim(static_cast<int>(i)) == shape[i];
+      GSQ_CHECK(ok, ErrorCode::kShapeMismatch,
+                "Llama: tensor '" + name + "' does not have the shape the config implies");
+      return t;
+    };
+    const std::int64_t d = config_.dim, kv = config_.kv_dim(), h = config_.hidden_dim;
+    embedding_ = Embedding(take("model.embed_tokens.weight", {config_.vocab_size, d}),
+                           options_.train_embedding);
+    blocks_.reserve(static_cast<std::size_t>(config_.n_layers));
+    for (std::int64_t l = 0; l < config_.n_layers; ++l) {
+      using model::detail::layer_tensor;
+      auto proj = [&](std::size_t slot, const char* suffix, std::int64_t out, std::int64_t in) {
+        return make_projection(l, slot, take(layer_tensor(l, suffix), {out, in}));
+      };
+      Projection q = proj(0, "self_attn.q_proj.weight", d, d);
+      Projection k = proj(1, "self_attn.k_proj.weight", kv, d);
+      Projection v = proj(2, "self_attn.v_proj.weight", kv, d);
+      Projection o = proj(3, "self_attn.o_proj.weight", d, d);
+      Projection gate = proj(4, "mlp.gate_proj.weight", h, d);
+      Projection up = proj(5, "mlp.up_proj.weight", h, d);
+      Projection down = proj(6, "mlp.down_proj.weight", d, h);
+      blocks_.push_back(Block{
+          RmsNorm(take(layer_tensor(l, "input_layernorm.weight"), {d}), config_.norm_eps,
+                  options_.train_norms),
+          std::move(q), std::move(k), std::move(v), std::move(o),
+          RmsNorm(take(layer_tensor(l, "post_attention_layernorm.weight"), {d}),
+                  config_.norm_eps, options_.train_norms),
+          SwiGluMlp<Projection>(std::move(gate), std::move(up), std::move(down))});
+    }
+    final_norm_ = RmsNorm(take("model.norm.weight", {d}), config_.norm_eps, options_.train_norms);
+    if (!config_.tied_embeddings) {
+      lm_head_ = take("lm_head.weight", {config_.vocab_size, d});
+      if (options_.train_embedding)
+        lm_head_grad_ = Tensor<float>({config_.vocab_size, d}, MemoryCategory::kGradients);
+    }
+    GSQ_CHECK(weights.empty(), ErrorCode::kInvalidArgument,
+              "Llama: unexpected tensor '" + (weights.empty() ? std::string() : weights.begin()->first) +
+                  "' for this config");
+    rope_ = Rope(config_.head_size(), config_.max_seq_len, config_.rope_theta, config_.rope_style);
+    attention_ = CausalAttention(config_.n_heads, config_.n_kv_heads, config_.head_size(),
+                                 options_.attention_bits);
+  }
+
+  const LlamaConfig& config() const noexcept { return config_; }
+  const LlamaOptions& options() const noexcept { return options_; }
+  std::int64_t n_layers() const noexcept { return config_.n_layers; }
+  Block& block(std::int64_t l) { return blocks_.at(static_cast<std::size_t>(l)); }
+  Embedding& embedding() noexcept { return embedding_; }
+  RmsNorm& final_norm() noexcept { return final_norm_; }
+  CausalAttention& attention() noexcept { return attention_; }
+  /// The classifier weight [vocab, dim] (the embedding when tied).
+  MatrixView<const float> classifier_weight() const noexcept {
+    return config_.tied_embeddings ? embedding_.weight().view() : lm_head_.view();
+  }
+  /// The projection `name` (one of kLlamaProjections) of block `l`.
+  Projection& projection(std::int64_t l, std::string_view name) {
+    Block& b = block(l);
+    if (name == "q_proj") return b.q_proj;
+    if (name == "k_proj") return b.k_proj;
+    if (name == "v_proj") return b.v_proj;
+    if (name == "o_proj") return b.o_proj;
+    if (name == "gate_proj") return b.mlp.gate();
+    if (name == "up_proj") return b.mlp.up();
+    if (name == "down_proj") return b.mlp.down();
+    detail::throw_error(ErrorCode::kInvalidArgument,
+                        "Llama::projection: unknown projection '" + std::string(name) + "'");
+  }
+
+  // ---- forward / backward ------------------------------------------------------------
+
+  /// logits [batch·seq, vocab] for ids [batch·seq] (each sequence from position 0).
+  /// With a cache, keeps what backward needs.
+  void forward(std::span<const std::int32_t> ids, std::int64_t batch, MatrixView<float> logits,
+               Cache* cache) {
+    const std::int64_t seq = check_batch(ids, batch, "Llama::forward");
+    const auto tokens = static_cast<std::int64_t>(ids.size());
+    check_shape(logits, tokens, config_.vocab_size, "Llama::forward logits");
+    MatrixView<float> x = scratch(ws_.x, tokens, config_.dim);
+    embedding_.forward(ids, x);
+    if (cache != nullptr) {
+      cache->blocks.resize(blocks_.size());
+      cache->ids.assign(ids.begin(), ids.end());
+      cache->batch = batch;
+      cache->seq = seq;
+    }
+    for (std::size_t l = 0; l < blocks_.size(); ++l)
+      block_forward(blocks_[l], x, batch, seq, cache != nullptr ? &cache->blocks[l] : nullptr);
+    MatrixView<float> h = (cache != nullptr && classifier_trainable())
+                              ? ensure_matrix(cache->hidden, tokens, config_.dim,
+                                              MemoryCategory::kActivations)
+                              : scratch(ws_.normed, tokens, config_.dim);
+    final_norm_.forward(x, h, cache != nullptr ? &cache->final_norm : nullptr);
+    gemm::gemm_f32(h, false, classifier_weight(), true, logits);
+  }
+  Tensor<float> forward(std::span<const std::int32_t> ids, std::int64_t batch,
+                        Cache* cache = nullptr) {
+    Tensor<float> logits({static_cast<std::int64_t>(ids.size()), config_.vocab_size});
+    forward(ids, batch, logits.view(), cache);
+    return logits;
+  }
+
+  /// Backward from dlogits [batch·seq, vocab] of the cached forward: accumulates the
+  /// gradients of every trainable parameter.
+  void backward(MatrixView<const float> dlogits, Cache& cache) {
+    GSQ_CHECK(cache.batch > 0 && cache.blocks.size() == blocks_.size(),
+              ErrorCode::kInvalidArgument, "Llama::backward: the cache was not filled by forward");
+    const auto tokens = static_cast<std::int64_t>(cache.ids.size());
+    check_shape(dlogits, tokens, config_.vocab_size, "Llama::backward dlogits");
+    MatrixView<float> dx = scratch(ws_.x, tokens, config_.dim);
+    MatrixView<float> dh = scratch(ws_.normed, tokens, config_.dim);
+    gemm::gemm_f32(dlogits, false, classifier_weight(), false, dh);  // dh = dlogits·W
+    if (classifier_trainable()) {  // dW += dlogitsᵀ·h
+      Tensor<float>& grad = config_.tied_embeddings ? embedding_.grad() : lm_head_grad_;
+      gemm::gemm_f32(dlogits, true, cache.hidden.view(), false, grad.view(),
+                     {.alpha = 1.0f, .accumulate = true});
+    }
+    final_norm_.backward(dh, dx, cache.final_norm);
+    for (std::size_t l = blocks_.size(); l-- > 0;) block_backward(blocks_[l], dx, cache.blocks[l]);
+    embedding_.backward(cache.ids, dx);
+  }
+
+  /// Trainable parameters under their Hugging Face / PEFT names, e.g.
+  /// "model.layers.0.self_attn.q_proj.lora_a".
+  ParameterList parameters() {
+    ParameterList out;
+    append_parameters(out, "model.embed_tokens.", embedding_.parameters());
+    for (std::size_t l = 0; l < blocks_.size(); ++l) {
+      Block& b = blocks_[l];
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      append_parameters(out, p + "input_layernorm.", b.attn_norm.parameters());
+      append_parameters(out, p + "self_attn.q_proj.", b.q_proj.parameters());
+      append_parameters(out, p + "self_attn.k_proj.", b.k_proj.parameters());
+      append_parameters(out, p + "self_attn.v_proj.", b.v_proj.parameters());
+      append_parameters(out, p + "self_attn.o_proj.", b.o_proj.parameters());
+      append_parameters(out, p + "post_attention_layernorm.", b.mlp_norm.parameters());
+      append_parameters(out, p + "mlp.", b.mlp.parameters());
+    }
+    append_parameters(out, "model.norm.", final_norm_.parameters());
+    if (lm_head_grad_.numel() > 0) out.push_back({"lm_head.weight", &lm_head_, &lm_head_grad_});
+    return out;
+  }
+  void zero_grad() { zero_grads(parameters()); }
+
+  // ---- loss helpers ------------------------------------------------------------------
+
+  /// Mean masked cross-entropy of the model on ids against targets (forward only).
+  CrossEntropyResult loss(std::span<const std::int32_t> ids, std::span<const std::int32_t> targets,
+                          std::span<const std::uint8_t> mask, std::int64_t batch) {
+    MatrixView<float> logits = scratch(ws_.logits, static_cast<std::int64_t>(ids.size()),
+                                       config_.vocab_size);
+    forward(ids, batch, logits, nullptr);
+    return cross_entropy(logits, targets, mask);
+  }
+
+  /// Forward, masked cross-entropy and backward in one step; gradients accumulate into
+  /// parameters(). normalizer > 0 divides the summed loss instead of the masked count
+  /// (gradient accumulation over several batches).
+  CrossEntropyResult loss_and_backward(std::span<const std::int32_t> ids,
+                                       std::span<const std::int32_t> targets,
+                                       std::span<const std::uint8_t> mask, std::int64_t batch,
+                                       Cache& cache, double normalizer = 0.0) {
+    MatrixView<float> logits = scratch(ws_.logits, static_cast<std::int64_t>(ids.size()),
+                                       config_.vocab_size);
+    forward(ids, batch, logits, &cache);
+    const CrossEntropyResult r = cross_entropy_backward(logits, targets, mask, logits, normalizer);
+    backward(logits, cache);
+    return r;
+  }
+
+  // ---- generation --------------------------------------------------------------------
+
+  /// A KV cache for one sequence of up to `capacity` positions (0: max_seq_len).
+  KvCache make_kv_cache(std::int64_t capacity = 0) const {
+    if (capacity <= 0 || capacity > config_.max_seq_len) capacity = config_.max_seq_len;
+    return KvCache(config_.n_layers, capacity, config_.kv_dim());
+  }
+
+  /// Runs ids (new tokens of one sequence, at positions kv.length...) through the model,
+  /// appending their keys and values to `kv`; logits [ids.size(), vocab].
+  void forward_step(std::span<const std::int32_t> ids, KvCache& kv, MatrixView<float> logits) {
+    const auto n = static_cast<std::int64_t>(ids.size());
+    const std::int64_t pos = kv.length;
+    GSQ_CHECK(n >= 1, ErrorCode::kInvalidExtent, "Llama::forward_step: no tokens");
+    GSQ_CHECK(static_cast<std::int64_t>(kv.k.size()) == config_.n_layers &&
+                  kv.k.front().dim(1) == config_.kv_dim(),
+              ErrorCode::kShapeMismatch, "Llama::forward_step: the KV cache is for another model");
+    GSQ_CHECK(pos + n <= kv.capacity(), ErrorCode::kIndexOutOfRange,
+              "Llama::forward_step: positions up to " + std::to_string(pos + n) +
+                  " exceed the KV cache capacity " + std::to_string(kv.capacity()));
+    check_shape(logits, n, config_.vocab_size, "Llama::forward_step logits");
+    const std::int64_t d = config_.dim;
+    MatrixView<float> x = scratch(ws_.x, n, d);
+    MatrixView<float> normed = scratch(ws_.normed, n, d);
+    MatrixView<float> q = scratch(ws_.q, n, d);
+    MatrixView<float> attn = scratch(ws_.attn, n, d);
+    MatrixView<float> tmp = scratch(ws_.tmp, n, d);
+    embedding_.forward(ids, x);
+    for (std::size_t l = 0; l < blocks_.size(); ++l) {
+      Block& b = blocks_[l];
+      MatrixView<float> k_all = kv.k[l].view().row_range(0, pos + n);
+      MatrixView<float> v_all = kv.v[l].view().row_range(0, pos + n);
+      MatrixView<float> k_new = k_all.row_range(pos, n);
+      b.attn_norm.forward(x, normed, nullptr);
+      b.q_proj.forward(normed, q);
+      b.k_proj.forward(normed, k_new);
+      b.v_proj.forward(normed, v_all.row_range(pos, n));
+      rope_.forward(q, n, pos);
+      rope_.forward(k_new, n, pos);
+      attention_.forward(q, k_all, v_all, 1, attn, nullptr);
+      b.o_proj.forward(attn, tmp);
+      add_into(x, tmp);
+      b.mlp_norm.forward(x, normed, nullptr);
+      b.mlp.forward(normed, tmp, nullptr);
+      add_into(x, tmp);
+    }
+    final_norm_.forward(x, normed, nullptr);
+    gemm::gemm_f32(normed, false, classifier_weight(), true, logits);
+    kv.length = pos + n;
+  }
+
+  /// Continues `prompt` (non-empty, usually starting with BOS) by up to max_new_tokens
+  /// tokens; returns the new tokens only. Stops early at EOS (if asked) or when the
+  /// context is full.
+  std::vector<std::int32_t> generate(std::span<const std::int32_t> prompt,
+                                     const GenerateOptions& options = {}) {
+    GSQ_CHECK(!prompt.empty(), ErrorCode::kInvalidArgument, "Llama::generate: empty prompt");
+    options.sampling.validate();
+    const auto n = static_cast<std::int64_t>(prompt.size());
+    KvCache kv = make_kv_cache(std::min(config_.max_seq_len, n + options.max_new_tokens));
+    Tensor<float> logits({n, config_.vocab_size}, MemoryCategory::kScratch);
+    forward_step(prompt, kv, logits.view());
+    std::span<const float> last(logits.view().row(n - 1), static_cast<std::size_t>(config_.vocab_size));
+    std::vector<std::int32_t> out;
+    for (std::int64_t step = 0; step < options.max_new_tokens; ++step) {
+      const std::int32_t token = sample_token(last, options.sampling, static_cast<std::uint64_t>(step));
+      out.push_back(token);
+      if (options.stop_at_eos && token == config_.eos_id) break;
+      if (step + 1 == options.max_new_tokens || kv.length == kv.capacity()) break;
+      const std::int32_t next[1] = {token};
+      forward_step(next, kv, logits.view().row_range(0, 1));
+      last = std::span<const float>(logits.view().row(0), static_cast<std::size_t>(config_.vocab_size));
+    }
+    return out;
+  }
+
+  // ---- memory ------------------------------------------------------------------------
+
+  /// Bytes of the stored weights: embedding, norms, the untied classifier, every
+  /// projection's frozen weight (in its stored format) and adapter masters.
+  std::int64_t weight_bytes() {
+    std::int64_t n = embedding_.weight().bytes() + final_norm_.weight().bytes() + lm_head_.bytes();
+    for (Block& b : blocks_) {
+      n += b.attn_norm.weight().bytes() + b.mlp_norm.weight().bytes();
+      for (Projection* p : {&b.q_proj, &b.k_proj, &b.v_proj, &b.o_proj, &b.mlp.gate(),
+                            &b.mlp.up(), &b.mlp.down()}) {
+        n += p->frozen_weight_bytes();
+        for (const Parameter& param : p->parameters()) n += param.value->bytes();
+      }
+    }
+    return n;
+  }
+
+ private:
+  struct Workspace {  // reused between calls (kScratch)
+    Tensor<float> x, normed, q, k, v, attn, tmp, dq, dk, dv, logits;
+  };
+
+  static MatrixView<float> scratch(Tensor<float>& t, std::int64_t rows, std::int64_t cols) {
+    return ensure_matrix(t, rows, cols, MemoryCategory::kScratch);
+  }
+
+  std::int64_t check_batch(std::span<const std::int32_t> ids, std::int64_t batch,
+                           const char* what) const {
+    GSQ_CHECK(batch > 0 && !ids.empty() && ids.size() % static_cast<std::size_t>(batch) == 0,
+              ErrorCode::kShapeMismatch,
+              std::string(what) + ": " + std::to_string(ids.size()) +
+                  " ids are not whole sequences of a batch of " + std::to_string(batch));
+    const auto seq = static_cast<std::int64_t>(ids.size()) / batch;
+    GSQ_CHECK(seq <= config_.max_seq_len, ErrorCode::kInvalidExtent,
+              std::string(what) + ": sequences of " + std::to_string(seq) +
+                  " tokens exceed max_seq_len " + std::to_string(config_.max_seq_len));
+    return seq;
+  }
+
+  bool classifier_trainable() const noexcept { return options_.train_embedding; }
+
+  bool is_target(std::size_t slot) const {
+    return options_.adapter != ProjectionKind::kFrozen &&
+           std::find(options_.target_modules.begin(), options_.target_modules.end(),
+                     kLlamaProjections[slot]) != options_.target_modules.end();
+  }
+
+  FrozenWeight make_frozen(Tensor<float> w) const {
+    switch (options_.base_format) {
+      case WeightFormat::kNf4: return FrozenWeight::nf4(w.view(), options_.double_quant);
+      case WeightFormat::kGse: {
+        const Bits& b = options_.bits.is_fp32() ? Bits::w8a8g8() : options_.bits;
+        return FrozenWeight::gse(w.view(), b.weight_spec());
+      }
+      case WeightFormat::kFp32: break;
+    }
+    return FrozenWeight::from_fp32(std::move(w));
+  }
+
+  Projection make_projection(std::int64_t layer, std::size_t slot, Tensor<float> w) const {
+    if (is_target(slot) && options_.adapter == ProjectionKind::kLora) {
+      LoraConfig lc = options_.lora;
+      // A different, reproducible initialisation of A for every slot of every layer.
+      lc.seed = options_.lora.seed + 0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(layer * 8 + static_cast<std::int64_t>(slot) + 1);
+      return Projection(LoraLinear(make_frozen(std::move(w)), lc));
+    }
+    LinearConfig lin;
+    lin.bits = options_.bits;
+    return Projection(Linear(make_frozen(std::move(w)), lin));
+  }
+
+  static void add_into(MatrixView<float> x, MatrixView<const float> y) {
+    parallel_for(x.rows(), [&](std::int64_t t) {
+      float* xr = x.row(t);
+      const float* yr = y.row(t);
+      for (std::int64_t c = 0; c < x.cols(); ++c) xr[c] += yr[c];
+    }, 16);
+  }
+
+  /// x (the residual stream [tokens, dim]) ← block(x).
+  void block_forward(Block& b, MatrixView<float> x, std::int64_t batch, std::int64_t seq,
+                     BlockCache* c) {
+    const std::int64_t tokens = x.rows(), d = config_.dim, kv = config_.kv_dim();
+    const MemoryCategory keep = c != nullptr ? MemoryCategory::kActivations : MemoryCategory::kScratch;
+    MatrixView<float> normed = scratch(ws_.normed, tokens, d);
+    MatrixView<float> q = ensure_matrix(c != nullptr ? c->q : ws_.q, tokens, d, keep);
+    MatrixView<float> k = ensure_matrix(c != nullptr ? c->k : ws_.k, tokens, kv, keep);
+    MatrixView<float> v = ensure_matrix(c != nullptr ? c->v : ws_.v, tokens, kv, keep);
+    MatrixView<float> attn = scratch(ws_.attn, tokens, d);
+    MatrixView<float> tmp = scratch(ws_.tmp, tokens, d);
+
+    b.attn_norm.forward(x, normed, c != nullptr ? &c->attn_norm : nullptr);
+    project(b.q_proj, normed, q, c != nullptr ? &c->q_proj : nullptr);
+    project(b.k_proj, normed, k, c != nullptr ? &c->k_proj : nullptr);
+    project(b.v_proj, normed, v, c != nullptr ? &c->v_proj : nullptr);
+    rope_.forward(q, seq);
+    rope_.forward(k, seq);
+    attention_.forward(q, k, v, batch, attn, c != nullptr ? &c->attention : nullptr);
+    project(b.o_proj, attn, tmp, c != nullptr ? &c->o_proj : nullptr);
+    add_into(x, tmp);
+
+    b.mlp_norm.forward(x, normed, c != nullptr ? &c->mlp_norm : nullptr);
+    b.mlp.forward(normed, tmp, c != nullptr ? &c->mlp : nullptr);
+    add_into(x, tmp);
+  }
+
+  static void project(Projection& p, MatrixView<const float> x, MatrixView<float> y,
+                      Projection::Cache* cache) {
+    if (cache != nullptr) p.forward(x, y, *cache);
+    else p.forward(x, y);
+  }
+
+  /// dx: in, the gradient of the block's output; out, of its input.
+  void block_backward(Block& b, MatrixView<float> dx, BlockCache& c) {
+    const std::int64_t tokens = dx.rows(), d = config_.dim, kv = config_.kv_dim();
+    MatrixView<float> dnormed = scratch(ws_.normed, tokens, d);
+    MatrixView<float> tmp = scratch(ws_.tmp, tokens, d);
+    MatrixView<float> dattn = scratch(ws_.attn, tokens, d);
+    MatrixView<float> dq = scratch(ws_.dq, tokens, d);
+    MatrixView<float> dk = scratch(ws_.dk, tokens, kv);
+    MatrixView<float> dv = scratch(ws_.dv, tokens, kv);
+
+    // x_out = h + mlp(mlp_norm(h))
+    b.mlp.backward(dx, dnormed, c.mlp);
+    b.mlp_norm.backward(dnormed, tmp, c.mlp_norm);
+    add_into(dx, tmp);  // dx = ∂L/∂h
+
+    // h = x + o_proj(attention(rope(q), rope(k), v)), q, k, v = projections of attn_norm(x)
+    b.o_proj.backward(dx, c.o_proj, dattn);
+    attention_.backward(c.q, c.k, c.v, dattn, c.attention, dq, dk, dv);
+    rope_.backward(dq, c.attention.queries);
+    rope_.backward(dk, c.attention.keys);
+    b.q_proj.backward(dq, c.q_proj, dnormed, /*accumulate_dx=*/false);
+    b.k_proj.backward(dk, c.k_proj, dnormed, /*accumulate_dx=*/true);
+    b.v_proj.backward(dv, c.v_proj, dnormed, /*accumulate_dx=*/true);
+    b.attn_norm.backward(dnormed, tmp, c.attn_norm);
+    add_into(dx, tmp);  // dx = ∂L/∂x
+  }
+
+  LlamaConfig config_;
+  LlamaOptions options_;
+  Embedding embedding_;
+  std::vector<Block> blocks_;
+  RmsNorm final_norm_;
+  Tensor<float> lm_head_;       // untied classifier [vocab, dim]
+  Tensor<float> lm_head_grad_;  // when the classifier trains
+  Rope rope_;
+  CausalAttention attention_;
+  Workspace ws_;
+};
+
+GSQ_NAMESPACE_END
