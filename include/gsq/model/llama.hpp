@@ -8,8 +8,8 @@
 // The model is built from a LlamaConfig plus FP32 tensors under the canonical names
 // (model/config.hpp) — whatever loader produced them, or random_llama_weights. Each of
 // the seven projections of a block (PEFT target_modules: q_proj, k_proj, v_proj, o_proj,
-// gate_proj, up_proj, down_proj) becomes a frozen Linear or a LoraLinear (model/
-// projection.hpp); frozen weights are stored once in FP32, NF4 or GSE-INT. Attention's
+// gate_proj, up_proj, down_proj) becomes a frozen Linear, a LoraLinear or an L4qLinear
+// (model/projection.hpp); frozen weights are stored once in FP32, NF4 or GSE-INT. Attention's
 // score/value products run in FP32 or GSE-INT (`attention_bits`).
 //
 // Training is forward → loss → backward with caller-owned caches, as for every layer:
@@ -49,6 +49,7 @@
 #include "gsq/nn/bits.hpp"
 #include "gsq/nn/embedding.hpp"
 #include "gsq/nn/frozen_weight.hpp"
+#include "gsq/nn/l4q_linear.hpp"
 #include "gsq/nn/linear.hpp"
 #include "gsq/nn/lora_linear.hpp"
 #include "gsq/nn/loss.hpp"
@@ -70,6 +71,9 @@ inline LoraConfig fp32_lora() {
   c.bits = Bits::fp32();
   return c;
 }
+inline std::uint64_t slot_seed(std::uint64_t seed, std::int64_t layer, std::size_t slot) {
+  return seed + 0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(layer * 8 + static_cast<std::int64_t>(slot) + 1);
+}
 }  // namespace model::detail
 
 /// How a Llama is assembled from its weights.
@@ -80,8 +84,9 @@ struct LlamaOptions {
   Bits attention_bits = Bits::fp32();  // attention's score and value products
   ProjectionKind adapter = ProjectionKind::kFrozen;  // what the target modules become
   std::vector<std::string> target_modules = {kLlamaProjections.begin(), kLlamaProjections.end()};
-  // Rank, alpha, bits and seed of the LoRA layers (the seed is varied per slot).
+  // Rank, alpha, bits and seed of the LoRA or L4Q layers (the seed is varied per slot).
   LoraConfig lora = model::detail::fp32_lora();
+  L4qConfig l4q;
   bool train_norms = false;
   bool train_embedding = false;  // also the classifier when tied
 
@@ -93,6 +98,7 @@ struct LlamaOptions {
     o.bits = bits;
     o.attention_bits = bits;
     o.lora.bits = bits;
+    o.l4q.bits = bits;
     return o;
   }
 };
@@ -493,11 +499,16 @@ class Llama {
   }
 
   Projection make_projection(std::int64_t layer, std::size_t slot, Tensor<float> w) const {
+    // Adapters get a different, reproducible initialisation of A in every slot.
     if (is_target(slot) && options_.adapter == ProjectionKind::kLora) {
       LoraConfig lc = options_.lora;
-      // A different, reproducible initialisation of A for every slot of every layer.
-      lc.seed = options_.lora.seed + 0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(layer * 8 + static_cast<std::int64_t>(slot) + 1);
+      lc.seed = model::detail::slot_seed(lc.seed, layer, slot);
       return Projection(LoraLinear(make_frozen(std::move(w)), lc));
+    }
+    if (is_target(slot) && options_.adapter == ProjectionKind::kL4q) {
+      L4qConfig lc = options_.l4q;
+      lc.seed = model::detail::slot_seed(lc.seed, layer, slot);
+      return Projection(L4qLinear(make_frozen(std::move(w)), lc));
     }
     LinearConfig lin;
     lin.bits = options_.bits;

@@ -1,7 +1,8 @@
 // gsq/model/projection.hpp — one projection slot of a LLaMA block (q, k, v, o, gate, up, down).
 //
 // Fine-tuning picks, per slot, what sits there: a frozen `Linear` (NF4, GSE-INT or FP32
-// storage), a `LoraLinear` (frozen base + trainable adapters), or an `L4qLinear`. The
+// storage), a `LoraLinear` (frozen base + trainable adapters), or an `L4qLinear`
+// (quantization-aware LoRA whose deployed weight is one quantized matrix). The
 // block code is the same whichever it is, so a `Projection` holds one of them and
 // forwards the explicit forward/backward API (nn/mlp.hpp `LinearLayer`) to it; its Cache
 // holds the matching layer's cache. This is the only place the model names the layer
@@ -18,6 +19,7 @@
 #include "gsq/core/config.hpp"
 #include "gsq/core/error.hpp"
 #include "gsq/core/tensor.hpp"
+#include "gsq/nn/l4q_linear.hpp"
 #include "gsq/nn/linear.hpp"
 #include "gsq/nn/lora_linear.hpp"
 #include "gsq/nn/parameter.hpp"
@@ -25,23 +27,24 @@
 GSQ_NAMESPACE_BEGIN
 
 /// What fills a projection slot.
-enum class ProjectionKind { kFrozen, kLora };
+enum class ProjectionKind { kFrozen, kLora, kL4q };
 
 constexpr std::string_view projection_kind_name(ProjectionKind k) noexcept {
   switch (k) {
     case ProjectionKind::kFrozen: return "frozen";
     case ProjectionKind::kLora: return "lora";
+    case ProjectionKind::kL4q: return "l4q";
   }
   return "unknown";
 }
 
 class Projection {
  public:
-  using Layer = std::variant<std::monostate, Linear, LoraLinear>;
+  using Layer = std::variant<std::monostate, Linear, LoraLinear, L4qLinear>;
 
   /// The cache of whichever layer fills the slot (set up by the first forward).
   struct Cache {
-    std::variant<std::monostate, Linear::Cache, LoraLinear::Cache> layer;
+    std::variant<std::monostate, Linear::Cache, LoraLinear::Cache, L4qLinear::Cache> layer;
     std::int64_t bytes() const noexcept {
       return std::visit(
           [](const auto& c) -> std::int64_t {
@@ -55,10 +58,12 @@ class Projection {
   Projection() = default;
   explicit Projection(Linear layer) : layer_(std::move(layer)) {}
   explicit Projection(LoraLinear layer) : layer_(std::move(layer)) {}
+  explicit Projection(L4qLinear layer) : layer_(std::move(layer)) {}
 
   ProjectionKind kind() const noexcept {
-    return std::holds_alternative<LoraLinear>(layer_) ? ProjectionKind::kLora
-                                                      : ProjectionKind::kFrozen;
+    if (std::holds_alternative<LoraLinear>(layer_)) return ProjectionKind::kLora;
+    if (std::holds_alternative<L4qLinear>(layer_)) return ProjectionKind::kL4q;
+    return ProjectionKind::kFrozen;
   }
   bool empty() const noexcept { return std::holds_alternative<std::monostate>(layer_); }
   /// The layer as type T, or nullptr if the slot holds something else.
