@@ -13,6 +13,7 @@
 #include "gsq/core/isa.hpp"
 #include "gsq/format/gse.hpp"
 #include "gsq/gemm/kernels/avx512_vnni.hpp"
+#include "gsq/gemm/kernels/avx512_vnni_pack.hpp"
 #include "gsq/gemm/kernels/reference.hpp"
 #include "gsq/gemm/pack.hpp"
 #include "gsq/gemm/params.hpp"
@@ -40,8 +41,8 @@ inline PathTable path_table(Isa isa) noexcept {
 #if GSQ_HAVE_X86_SIMD
   switch (isa) {
     case Isa::kAvx512Vnni:
-      return {isa, &kernels::avx512_vnni::gemm_kernel, &pack_a_reference,
-              &pack_b_reference};
+      return {isa, &kernels::avx512_vnni::gemm_kernel, &kernels::avx512_vnni::pack_a,
+              &kernels::avx512_vnni::pack_b};
     case Isa::kAvx2:
       // TODO(gemm): AVX2 kernel; until then the portable one.
       return {isa, &kernels::reference::gemm_kernel, &pack_a_reference, &pack_b_reference};

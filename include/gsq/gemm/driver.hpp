@@ -36,6 +36,18 @@ namespace gemm::detail {
 /// Bytes of k per B block: the block (NR × this) stays in L1 while A tiles stream by.
 inline constexpr std::int64_t kBlockDepthBytes = 512;
 
+/// Whole groups per k-block (at least one).
+inline std::int64_t block_groups(const PanelGeometry& geo) noexcept {
+  return std::max<std::int64_t>(1, kBlockDepthBytes / (std::int64_t{geo.quads} * 4));
+}
+
+/// Floats of packing scratch a thread needs (staging rows, one decoded group).
+inline std::int64_t pack_scratch_floats(const PanelGeometry& geo) noexcept {
+  const std::int64_t kbytes = (block_groups(geo) * geo.group + 63) / 64 * 64;
+  return std::max<std::int64_t>(16 * kbytes / 4 + 2 * kbytes + 256,
+                                std::int64_t{kMaxGseGroup} * geo.nr + 256);
+}
+
 /// Throws FormatError (kNonFinite) unless every stored value of a GSE-INT source decodes
 /// to a finite fp32 number. Only groups whose exponent allows |m|·2^e >= 2^128 are read.
 inline void check_gse_source_finite(const GseMatrix& m, const char* what) {
@@ -147,9 +159,8 @@ inline void run_packed(const PackedA& a, const PanelGeometry& geo, const BSource
   const std::int64_t n = c.cols();
   const std::int64_t tiles = geo.a_tiles(m);
   const std::int64_t panels = geo.b_panels(n);
-  const std::int64_t block_groups =
-      std::max<std::int64_t>(1, kBlockDepthBytes / (std::int64_t{geo.quads} * 4));
-  const bool one_block = block_groups >= geo.groups;
+  const std::int64_t kb = block_groups(geo);
+  const bool one_block = kb >= geo.groups;
 
   // Units: p_chunks × m_chunks; split N first (each panel packed once), M when N is thin.
   const std::int64_t threads = num_threads();
@@ -159,8 +170,8 @@ inline void run_packed(const PackedA& a, const PanelGeometry& geo, const BSource
 
   parallel_for_chunks(units, 1, [&](std::int64_t u0, std::int64_t u1) {
     Workspace& ws = thread_workspace();
-    std::int8_t* b_block = packed ? nullptr : reserve(ws.b_block, block_groups * geo.b_record_bytes());
-    float* scratch = packed ? nullptr : reserve(ws.scratch, std::int64_t{kMaxGseGroup} * 64);
+    std::int8_t* b_block = packed ? nullptr : reserve(ws.b_block, kb * geo.b_record_bytes());
+    float* scratch = packed ? nullptr : reserve(ws.scratch, pack_scratch_floats(geo));
     for (std::int64_t u = u0; u < u1; ++u) {
       const std::int64_t pc = u / m_chunks, mc = u % m_chunks;
       const std::int64_t p0 = pc * panels / p_chunks, p1 = (pc + 1) * panels / p_chunks;
@@ -183,8 +194,8 @@ inline void run_packed(const PackedA& a, const PanelGeometry& geo, const BSource
       for (std::int64_t p = p0; p < p1; ++p) {
         kp.c = c.data() + t0 * geo.mr * c.stride() + p * geo.nr;
         kp.n_valid = static_cast<int>(std::min<std::int64_t>(geo.nr, n - p * geo.nr));
-        for (std::int64_t g0 = 0; g0 < geo.groups; g0 += block_groups) {
-          const std::int64_t g1 = std::min(geo.groups, g0 + block_groups);
+        for (std::int64_t g0 = 0; g0 < geo.groups; g0 += kb) {
+          const std::int64_t g1 = std::min(geo.groups, g0 + kb);
           if (packed) {
             kp.b = packed->panel(p) + g0 * geo.b_record_bytes();
           } else {

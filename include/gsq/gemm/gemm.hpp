@@ -82,11 +82,14 @@ inline PackedB pack_b(const BOperand& b, MemoryCategory category) {
   if (geo.groups == 0) return p;
   const BSourceView src = detail::make_source(b, detail::thread_workspace());
   std::int8_t* out = p.panels_.data();
+  const std::int64_t kb = detail::block_groups(geo);
   parallel_for_chunks(panels, 1, [&](std::int64_t p0, std::int64_t p1) {
     float* scratch = detail::reserve(detail::thread_workspace().scratch,
-                                     std::int64_t{kMaxGseGroup} * 64);
+                                     detail::pack_scratch_floats(geo));
     for (std::int64_t q = p0; q < p1; ++q)
-      path.pack_b(src, geo, q * geo.nr, 0, geo.groups, out + q * geo.b_panel_bytes(), scratch);
+      for (std::int64_t g0 = 0; g0 < geo.groups; g0 += kb)
+        path.pack_b(src, geo, q * geo.nr, g0, std::min(geo.groups, g0 + kb),
+                    out + q * geo.b_panel_bytes() + g0 * geo.b_record_bytes(), scratch);
   });
   return p;
 }

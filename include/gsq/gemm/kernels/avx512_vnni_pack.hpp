@@ -1,0 +1,429 @@
+// gsq/gemm/kernels/avx512_vnni_pack.hpp — AVX-512 packing: stored operands → panels.
+//
+// Produces exactly the bytes of the portable packers in gemm/pack.hpp (same layout, same
+// regrouping arithmetic), only faster. Two shapes of work:
+//   * horizontal (k runs along stored rows: A, B as stored, NF4 forward): 16 rows × 16
+//     quads are loaded and transposed as a 16 × 16 matrix of 4-byte quads; NF4 rows are
+//     first decoded and re-encoded per group into an int8 staging tile;
+//   * vertical (k runs down stored columns: NF4 and GSE-INT transposed): 16 columns are
+//     one vector, a k-group is G vectors, the group's amax is an elementwise max, and
+//     four consecutive k rows are merged into the [column][4] quads with shifts.
+// Re-encoding (DESIGN.md GSE-INT): e = getexp(amax) − (b − 2) clamped, amax = 0 → e_min,
+// m = clamp(rint(x · 2^−e)) with vscalefps (exact) and round-half-even conversion:
+// the same numbers as std::ilogb / ldexp / nearbyint in the portable code.
+// Group sizes that are not a multiple of 4 use the portable packers.
+#pragma once
+
+#include "gsq/core/config.hpp"
+
+#if GSQ_HAVE_X86_SIMD
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "gsq/core/target.hpp"
+#include "gsq/format/gse.hpp"
+#include "gsq/format/nf4.hpp"
+#include "gsq/gemm/pack.hpp"
+
+GSQ_TARGET_BEGIN_AVX512
+GSQ_NAMESPACE_BEGIN
+namespace gemm::kernels::avx512_vnni {
+
+namespace pack_detail {
+
+/// Mask of the first `n` (0..64) bytes.
+GSQ_ALWAYS_INLINE __mmask64 byte_mask(std::int64_t n) noexcept {
+  if (n >= 64) return ~__mmask64{0};
+  if (n <= 0) return 0;
+  return (__mmask64{1} << n) - 1;
+}
+GSQ_ALWAYS_INLINE __mmask32 byte_mask32(std::int64_t n) noexcept {
+  if (n >= 32) return ~__mmask32{0};
+  if (n <= 0) return 0;
+  return static_cast<__mmask32>((1ull << n) - 1);
+}
+GSQ_ALWAYS_INLINE __mmask16 lane_mask(std::int64_t n) noexcept {
+  if (n >= 16) return 0xFFFF;
+  if (n <= 0) return 0;
+  return static_cast<__mmask16>((1u << n) - 1u);
+}
+
+/// 64 mantissas (int8) starting at element `c` (even) of a stored row: bytes directly for
+/// b > 4, two nibbles per byte (low first, sign-extended) for b <= 4. `avail` counts the
+/// elements that may be read; the rest are zero.
+GSQ_ALWAYS_INLINE __m512i load_mantissas64(const std::int8_t* row, bool nibbles, std::int64_t c,
+                                           std::int64_t avail) noexcept {
+  if (!nibbles) return _mm512_maskz_loadu_epi8(byte_mask(avail), row + c);
+  const __m256i packed = _mm256_maskz_loadu_epi8(byte_mask32((avail + 1) / 2), row + c / 2);
+  const __m512i w = _mm512_cvtepu8_epi16(packed);  // byte i → word i
+  const __m512i lo = _mm512_and_si512(w, _mm512_set1_epi16(0x0F));
+  const __m512i hi = _mm512_and_si512(_mm512_slli_epi16(w, 4), _mm512_set1_epi16(0x0F00));
+  const __m512i codes = _mm512_or_si512(lo, hi);  // bytes: lo0 hi0 lo1 hi1 ...
+  const __m512i eight = _mm512_set1_epi8(8);
+  return _mm512_sub_epi8(_mm512_xor_si512(codes, eight), eight);  // sign-extend 4 → 8 bits
+}
+
+/// In-place transpose of a 16 × 16 matrix of 32-bit elements (r[i] = row i).
+GSQ_ALWAYS_INLINE void transpose16x16(__m512i r[16]) noexcept {
+  __m512i t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  // r[4b + c] now holds, in 128-bit lane L, element 4L + c of rows 4b..4b+3.
+  for (int c = 0; c < 4; ++c) {
+    const __m512i v0 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0x44);
+    const __m512i v1 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xEE);
+    const __m512i v2 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x44);
+    const __m512i v3 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xEE);
+    t[c] = _mm512_shuffle_i32x4(v0, v2, 0x88);       // column c
+    t[4 + c] = _mm512_shuffle_i32x4(v0, v2, 0xDD);   // column 4 + c
+    t[8 + c] = _mm512_shuffle_i32x4(v1, v3, 0x88);   // column 8 + c
+    t[12 + c] = _mm512_shuffle_i32x4(v1, v3, 0xDD);  // column 12 + c
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+/// GSE-INT exponents of 16 groups from their amax: ilogb(amax) − (b − 2), clamped;
+/// amax = 0 gives e_min.
+GSQ_ALWAYS_INLINE __m512i group_exponents(__m512 amax, int bits, int exp_min, int exp_max) noexcept {
+  const __m512i e = _mm512_sub_epi32(_mm512_cvttps_epi32(_mm512_getexp_ps(amax)),
+                                     _mm512_set1_epi32(bits - 2));
+  const __m512i clamped = _mm512_min_epi32(_mm512_max_epi32(e, _mm512_set1_epi32(exp_min)),
+                                           _mm512_set1_epi32(exp_max));
+  const __mmask16 zero = _mm512_cmp_ps_mask(amax, _mm512_setzero_ps(), _CMP_EQ_OQ);
+  return _mm512_mask_mov_epi32(clamped, zero, _mm512_set1_epi32(exp_min));
+}
+
+/// Mantissas of 16 values under per-lane exponents: clamp(rint(x · 2^−e), ±qmax).
+GSQ_ALWAYS_INLINE __m512i encode16(__m512 x, __m512 neg_e, __m512 qmax) noexcept {
+  const __m512 scaled = _mm512_scalef_ps(x, neg_e);
+  const __m512 clamped = _mm512_min_ps(_mm512_max_ps(scaled, _mm512_sub_ps(_mm512_setzero_ps(), qmax)), qmax);
+  return _mm512_cvt_roundps_epi32(clamped, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+/// 16 NF4 values from 16 codes (bytes 0..15 of `codes`) times per-lane absmax.
+GSQ_ALWAYS_INLINE __m512 nf4_decode16(__m128i codes, __m512 absmax) noexcept {
+  const __m512 book = _mm512_loadu_ps(kNf4Codebook.data());
+  return _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_cvtepu8_epi32(codes), book), absmax);
+}
+
+/// 64 NF4 codes (one per byte, element order) from 32 packed bytes.
+GSQ_ALWAYS_INLINE __m512i nf4_codes64(const std::uint8_t* p, std::int64_t avail_bytes) noexcept {
+  const __m256i packed = _mm256_maskz_loadu_epi8(byte_mask32(avail_bytes), p);
+  const __m512i w = _mm512_cvtepu8_epi16(packed);
+  const __m512i lo = _mm512_and_si512(w, _mm512_set1_epi16(0x0F));
+  const __m512i hi = _mm512_and_si512(_mm512_slli_epi16(w, 4), _mm512_set1_epi16(0x0F00));
+  return _mm512_or_si512(lo, hi);
+}
+
+/// Packs the horizontal source rows[0..16) (k-contiguous int8 or nibble rows, element
+/// offset `c0`, `avail` elements readable per row, nullptr rows are zero) into the data
+/// part of the records for slab `j` (columns 16j..16j+15 of the panel). Writes quads
+/// [0, total_quads) of the block; G % 4 == 0.
+GSQ_ALWAYS_INLINE void transpose_slab(const std::int8_t* const rows[16], bool nibbles,
+                                      std::int64_t c0, std::int64_t avail,
+                                      std::int64_t total_quads, const PanelGeometry& geo, int j,
+                                      std::int8_t* out) noexcept {
+  const std::int64_t rec = geo.b_record_bytes();
+  for (std::int64_t q0 = 0; q0 < total_quads; q0 += 16) {
+    __m512i r[16];
+    const std::int64_t left = avail - q0 * 4;
+    for (int i = 0; i < 16; ++i)
+      r[i] = rows[i] ? load_mantissas64(rows[i], nibbles, c0 + q0 * 4, left) : _mm512_setzero_si512();
+    transpose16x16(r);
+    const std::int64_t nq = std::min<std::int64_t>(16, total_quads - q0);
+    for (int i = 0; i < nq; ++i) {
+      const std::int64_t quad = q0 + i;
+      std::int8_t* dst = out + (quad / geo.quads) * rec + (quad % geo.quads) * geo.nr * 4 + j * 64;
+      _mm512_store_si512(reinterpret_cast<void*>(dst), r[i]);
+    }
+  }
+}
+
+/// The correction −128·Σb of every record and slab, from the packed data.
+GSQ_ALWAYS_INLINE void write_corrections(const PanelGeometry& geo, std::int64_t groups,
+                                         std::int8_t* out) noexcept {
+  const __m512i u128 = _mm512_set1_epi8(static_cast<char>(0x80));
+  for (std::int64_t g = 0; g < groups; ++g) {
+    std::int8_t* rec = out + g * geo.b_record_bytes();
+    for (int j = 0; j < geo.nr / 16; ++j) {
+      __m512i sum = _mm512_setzero_si512();
+      for (int q = 0; q < geo.quads; ++q)
+        sum = _mm512_dpbusd_epi32(sum, u128,
+                                  _mm512_load_si512(reinterpret_cast<const void*>(rec + q * geo.nr * 4 + j * 64)));
+      _mm512_store_si512(reinterpret_cast<void*>(rec + geo.b_data_bytes() + j * 64),
+                         _mm512_sub_epi32(_mm512_setzero_si512(), sum));
+    }
+  }
+}
+
+/// Re-encodes one row segment of `count` decoded floats (from `x`) into groups of G:
+/// int8 mantissas to `m` (count rounded up to whole groups, zero padded), exponents to
+/// `e` (one per group).
+GSQ_ALWAYS_INLINE void encode_row_groups(const float* x, std::int64_t count, const PanelGeometry& geo,
+                                         const BSourceView& s, std::int8_t* m, float* e) noexcept {
+  const std::int64_t groups = (count + geo.group - 1) / geo.group;
+  const __m512 qmax = _mm512_set1_ps(static_cast<float>((1 << (s.bits - 1)) - 1));
+  const __m512 sign_off = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
+  for (std::int64_t g = 0; g < groups; ++g) {
+    const std::int64_t k0 = g * geo.group;
+    const std::int64_t n = std::min<std::int64_t>(geo.group, count - k0);
+    __m512 amax = _mm512_setzero_ps();
+    for (std::int64_t i = 0; i < n; i += 16)
+      amax = _mm512_max_ps(amax, _mm512_and_ps(_mm512_maskz_loadu_ps(lane_mask(n - i), x + k0 + i), sign_off));
+    const float a = _mm512_reduce_max_ps(amax);
+    const __m512i ev = group_exponents(_mm512_set1_ps(a), s.bits, s.exp_min, s.exp_max);
+    const __m512 neg_e = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_setzero_si512(), ev));
+    e[g] = static_cast<float>(_mm_cvtsi128_si32(_mm512_castsi512_si128(ev)));
+    for (std::int64_t i = 0; i < geo.group; i += 16) {
+      const __mmask16 mk = lane_mask(n - i);
+      const __m512i q = encode16(_mm512_maskz_loadu_ps(mk, x + k0 + i), neg_e, qmax);
+      _mm_mask_storeu_epi8(m + k0 + i, lane_mask(geo.group - i), _mm512_cvtepi32_epi8(_mm512_maskz_mov_epi32(mk, q)));
+    }
+  }
+}
+
+/// The exponent row of a B record.
+GSQ_ALWAYS_INLINE float* exps_of(std::int8_t* rec, const PanelGeometry& geo) noexcept {
+  return reinterpret_cast<float*>(rec + geo.b_data_bytes() + geo.nr * 4);
+}
+
+}  // namespace pack_detail
+
+/// Packs tiles [t0, t1) of A (see pack_a_reference).
+inline void pack_a(const GseMatrix& a, const PanelGeometry& geo, std::int64_t t0, std::int64_t t1,
+                   std::uint8_t* out, float* out_exp) noexcept {
+  using namespace pack_detail;
+  if (geo.group % 4 != 0 || geo.mr % 4 != 0) {
+    pack_a_reference(a, geo, t0, t1, out, out_exp);
+    return;
+  }
+  const bool nibbles = a.spec().is_packed();
+  const std::int64_t total_quads = geo.groups * geo.quads;
+  const std::int64_t avail = a.padded_cols();
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  for (std::int64_t t = t0; t < t1; ++t) {
+    std::uint8_t* tile = out + (t - t0) * geo.a_tile_bytes();
+    float* texp = out_exp + (t - t0) * geo.a_tile_exps();
+    for (int r = 0; r < geo.mr; ++r) {
+      const std::int64_t row = t * geo.mr + r;
+      const bool valid = row < a.rows();
+      for (std::int64_t g = 0; g < geo.groups; ++g)
+        texp[g * geo.mr + r] = valid ? static_cast<float>(a.exponent_row(row)[g]) : 0.0f;
+    }
+    for (int r4 = 0; r4 < geo.mr; r4 += 4) {
+      const std::int8_t* rows[4];
+      for (int i = 0; i < 4; ++i) {
+        const std::int64_t row = t * geo.mr + r4 + i;
+        rows[i] = row < a.rows() ? a.mantissa_row(row) : nullptr;
+      }
+      for (std::int64_t q0 = 0; q0 < total_quads; q0 += 16) {
+        __m512i v[4];
+        for (int i = 0; i < 4; ++i)
+          v[i] = _mm512_xor_si512(
+              rows[i] ? load_mantissas64(rows[i], nibbles, q0 * 4, avail - q0 * 4) : _mm512_setzero_si512(),
+              flip);
+        // Interleave the four rows quad by quad (see transpose16x16 for the scheme).
+        const __m512i t0v = _mm512_unpacklo_epi32(v[0], v[1]);
+        const __m512i t1v = _mm512_unpackhi_epi32(v[0], v[1]);
+        const __m512i t2v = _mm512_unpacklo_epi32(v[2], v[3]);
+        const __m512i t3v = _mm512_unpackhi_epi32(v[2], v[3]);
+        const __m512i u0 = _mm512_unpacklo_epi64(t0v, t2v);
+        const __m512i u1 = _mm512_unpackhi_epi64(t0v, t2v);
+        const __m512i u2 = _mm512_unpacklo_epi64(t1v, t3v);
+        const __m512i u3 = _mm512_unpackhi_epi64(t1v, t3v);
+        const __m512i w0 = _mm512_shuffle_i32x4(u0, u1, 0x44);
+        const __m512i w1 = _mm512_shuffle_i32x4(u0, u1, 0xEE);
+        const __m512i w2 = _mm512_shuffle_i32x4(u2, u3, 0x44);
+        const __m512i w3 = _mm512_shuffle_i32x4(u2, u3, 0xEE);
+        const __m512i o[4] = {_mm512_shuffle_i32x4(w0, w2, 0x88), _mm512_shuffle_i32x4(w0, w2, 0xDD),
+                              _mm512_shuffle_i32x4(w1, w3, 0x88), _mm512_shuffle_i32x4(w1, w3, 0xDD)};
+        // o[c] holds quads q0+4c .. q0+4c+3, each as 16 bytes (4 rows × 4).
+        const std::int64_t nq = std::min<std::int64_t>(16, total_quads - q0);
+        if (geo.mr == 4 && nq == 16) {
+          for (int c = 0; c < 4; ++c)
+            _mm512_storeu_si512(reinterpret_cast<void*>(tile + (q0 + 4 * c) * 16), o[c]);
+          continue;
+        }
+        for (int i = 0; i < nq; ++i) {
+          const __m128i quad = _mm512_castsi512_si128(
+              _mm512_maskz_compress_epi32(static_cast<__mmask16>(0xF << ((i % 4) * 4)), o[i / 4]));
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(tile + (q0 + i) * geo.mr * 4 + r4 * 4), quad);
+        }
+      }
+    }
+  }
+}
+
+/// Packs groups [g0, g1) of the B panel at column n0 (see pack_b_reference).
+inline void pack_b(const BSourceView& s, const PanelGeometry& geo, std::int64_t n0, std::int64_t g0,
+                   std::int64_t g1, std::int8_t* out, float* scratch) noexcept {
+  using namespace pack_detail;
+  if (geo.group % 4 != 0) {
+    pack_b_reference(s, geo, n0, g0, g1, out, scratch);
+    return;
+  }
+  const std::int64_t groups = g1 - g0;
+  const std::int64_t rec = geo.b_record_bytes();
+  const std::int64_t k0 = g0 * geo.group;
+  const std::int64_t k_end = std::min(g1 * geo.group, s.cols);  // real k in this block
+  const int slabs = geo.nr / 16;
+
+  if (s.kind == BSourceView::Kind::kGse || s.kind == BSourceView::Kind::kNf4) {
+    // Horizontal: B's rows are stored k-contiguous.
+    const bool from_nf4 = s.kind == BSourceView::Kind::kNf4;
+    // NF4: decode + re-encode each row into int8 staging rows [16][kbytes] first.
+    const std::int64_t kbytes = groups * geo.group;
+    const std::int64_t stage_stride = (kbytes + 63) / 64 * 64;
+    auto* stage = reinterpret_cast<std::int8_t*>(scratch);
+    float* xrow = scratch + 16 * stage_stride / 4;  // decoded floats of one row
+    float* erow = xrow + stage_stride + 64;         // exponents of one row
+    for (int j = 0; j < slabs; ++j) {
+      const std::int8_t* rows[16];
+      for (int i = 0; i < 16; ++i) {
+        const std::int64_t n = n0 + j * 16 + i;
+        if (n >= s.rows) {
+          rows[i] = nullptr;
+          for (std::int64_t g = 0; g < groups; ++g) exps_of(out + g * rec, geo)[j * 16 + i] = 0.0f;
+          continue;
+        }
+        if (!from_nf4) {
+          rows[i] = s.mant + n * s.mant_stride;
+          for (std::int64_t g = 0; g < groups; ++g)
+            exps_of(out + g * rec, geo)[j * 16 + i] = static_cast<float>(s.exps[n * s.exp_stride + g0 + g]);
+          continue;
+        }
+        // Decode k in [k0, k_end) of row n: NF4 blocks of 64 (k0 is a multiple of 4, so
+        // start at the enclosing block and skip).
+        const std::int64_t b_first = k0 / kNf4Block, b_last = (k_end - 1) / kNf4Block;
+        const std::uint8_t* codes = s.codes + n * s.code_stride;
+        const float* absmax = s.absmax + n * s.absmax_stride;
+        for (std::int64_t b = b_first; b <= b_last; ++b) {
+          const __m512i c64 = nf4_codes64(codes + b * 32, 32);
+          const __m512 am = _mm512_set1_ps(absmax[b]);
+          for (int v = 0; v < 4; ++v) {
+            const std::int64_t k = b * kNf4Block + v * 16;  // first element of this vector
+            const __m128i c16 = v == 0 ? _mm512_extracti32x4_epi32(c64, 0)
+                                : v == 1 ? _mm512_extracti32x4_epi32(c64, 1)
+                                : v == 2 ? _mm512_extracti32x4_epi32(c64, 2)
+                                         : _mm512_extracti32x4_epi32(c64, 3);
+            const __m512 xv = nf4_decode16(c16, am);
+            // Store the lanes that fall in [k0, k_end), at xrow[k − k0].
+            const std::int64_t lo = std::max<std::int64_t>(k, k0), hi = std::min<std::int64_t>(k + 16, k_end);
+            if (lo >= hi) continue;
+            const __mmask16 mk = static_cast<__mmask16>(lane_mask(hi - k) & ~lane_mask(lo - k));
+            _mm512_mask_storeu_ps(xrow + (k - k0), mk, xv);
+          }
+        }
+        std::int8_t* srow = stage + i * stage_stride;
+        encode_row_groups(xrow, k_end - k0, geo, s, srow, erow);
+        for (std::int64_t g = 0; g < groups; ++g) exps_of(out + g * rec, geo)[j * 16 + i] = erow[g];
+        // Zero the staging tail so whole quads read zeros past K.
+        for (std::int64_t c = (k_end - k0 + geo.group - 1) / geo.group * geo.group; c < kbytes; ++c) srow[c] = 0;
+        rows[i] = srow;
+      }
+      if (from_nf4) {
+        transpose_slab(rows, false, 0, kbytes, groups * geo.quads, geo, j, out);
+      } else {
+        // Stored mantissas run to the padded row end; read whole groups from k0.
+        transpose_slab(rows, s.src_bits <= 4, k0, groups * geo.group, groups * geo.quads, geo, j, out);
+      }
+    }
+    write_corrections(geo, groups, out);
+    return;
+  }
+
+  // Vertical: B's rows are the stored tensor's columns; k runs down stored rows.
+  const __m512 qmax = _mm512_set1_ps(static_cast<float>((1 << (s.bits - 1)) - 1));
+  const __m512 sign_off = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
+  float* xg = scratch;  // one group of decoded rows: [G][nr] floats
+  for (std::int64_t g = 0; g < groups; ++g) {
+    std::int8_t* r = out + g * rec;
+    const std::int64_t kg = k0 + g * geo.group;
+    const std::int64_t rows_in = std::max<std::int64_t>(0, std::min<std::int64_t>(geo.group, s.cols - kg));
+    for (int j = 0; j < slabs; ++j) {
+      const std::int64_t nj = n0 + j * 16;
+      const __mmask16 cols_ok = lane_mask(s.rows - nj);
+      // Decode rows kg .. kg + rows_in − 1 of columns nj .. nj + 15.
+      __m512 amax = _mm512_setzero_ps();
+      if (s.kind == BSourceView::Kind::kNf4Transposed) {
+        const std::int64_t blk = nj / kNf4Block;
+        const std::int64_t boundary = (blk + 1) * kNf4Block;  // first column of block blk+1
+        const __mmask16 second = static_cast<__mmask16>(~lane_mask(boundary - nj));
+        const bool has_second = (second & cols_ok) != 0;
+        for (std::int64_t i = 0; i < rows_in; ++i) {
+          const std::int64_t k = kg + i;
+          const std::uint8_t* codes = s.codes + k * s.code_stride + nj / 2;
+          const __m512i c64 = nf4_codes64(codes, std::min<std::int64_t>(8, (s.rows - nj + 1) / 2));
+          const float* am = s.absmax + k * s.absmax_stride;
+          __m512 amv = _mm512_set1_ps(am[blk]);
+          if (has_second) amv = _mm512_mask_mov_ps(amv, second, _mm512_set1_ps(am[blk + 1]));
+          const __m512 x = _mm512_maskz_mov_ps(cols_ok, nf4_decode16(_mm512_castsi512_si128(c64), amv));
+          _mm512_store_ps(xg + i * 16, x);
+          amax = _mm512_max_ps(amax, _mm512_and_ps(x, sign_off));
+        }
+      } else {
+        // GSE-INT [K, N] grouped along N: value = m · 2^e(k, n / Gs).
+        const std::int64_t base = nj / s.src_group;
+        alignas(64) std::int32_t idxs[16];
+        for (int l = 0; l < 16; ++l) idxs[l] = static_cast<int>((nj + l) / s.src_group - base);
+        const __m512i eidx = _mm512_load_si512(reinterpret_cast<const void*>(idxs));
+        const std::int64_t src_groups = s.exp_stride;
+        const bool nib = s.src_bits <= 4;
+        for (std::int64_t i = 0; i < rows_in; ++i) {
+          const std::int64_t k = kg + i;
+          const std::int8_t* mrow = s.mant + k * s.mant_stride;
+          __m512i m32;
+          if (!nib) {
+            m32 = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(cols_ok, mrow + nj));
+          } else {
+            const __m512i m64 = load_mantissas64(mrow, true, nj, std::max<std::int64_t>(0, s.rows - nj));
+            m32 = _mm512_cvtepi8_epi32(_mm512_castsi512_si128(m64));
+          }
+          const __m512i e16 = _mm512_cvtepi8_epi32(
+              _mm_maskz_loadu_epi8(lane_mask(src_groups - base), s.exps + k * s.exp_stride + base));
+          const __m512 ev = _mm512_cvtepi32_ps(_mm512_permutexvar_epi32(eidx, e16));
+          const __m512 x = _mm512_maskz_mov_ps(cols_ok, _mm512_scalef_ps(_mm512_cvtepi32_ps(m32), ev));
+          _mm512_store_ps(xg + i * 16, x);
+          amax = _mm512_max_ps(amax, _mm512_and_ps(x, sign_off));
+        }
+      }
+      // Encode the group per column and merge four k rows into each 4-byte quad.
+      const __m512i ev = group_exponents(amax, s.bits, s.exp_min, s.exp_max);
+      const __m512 neg_e = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_setzero_si512(), ev));
+      const __m512i byte = _mm512_set1_epi32(0xFF);
+      __m512i sum = _mm512_setzero_si512();
+      for (int q = 0; q < geo.quads; ++q) {
+        __m512i quad = _mm512_setzero_si512();
+        for (int b = 0; b < 4; ++b) {
+          const std::int64_t i = q * 4 + b;
+          if (i >= rows_in) break;
+          const __m512i m = encode16(_mm512_load_ps(xg + i * 16), neg_e, qmax);
+          sum = _mm512_add_epi32(sum, m);
+          quad = _mm512_or_si512(quad, _mm512_slli_epi32(_mm512_and_si512(m, byte), 8 * b));
+        }
+        _mm512_store_si512(reinterpret_cast<void*>(r + q * geo.nr * 4 + j * 64), quad);
+      }
+      _mm512_store_si512(reinterpret_cast<void*>(r + geo.b_data_bytes() + j * 64),
+                         _mm512_mullo_epi32(sum, _mm512_set1_epi32(-128)));
+      const __m512 ef = _mm512_maskz_mov_ps(cols_ok, _mm512_cvtepi32_ps(ev));
+      _mm512_store_ps(exps_of(r, geo) + j * 16, ef);
+    }
+  }
+}
+
+}  // namespace gemm::kernels::avx512_vnni
+GSQ_NAMESPACE_END
+GSQ_TARGET_END
+
+#endif  // GSQ_HAVE_X86_SIMD
