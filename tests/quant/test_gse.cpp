@@ -95,9 +95,11 @@ TEST_SUITE("quant") {
         for (int exp_bits : {5, 8}) {
           const GseSpec spec{bits, group, exp_bits};
           // Shapes: tiny, G-1/G/G+1 along both axes, odd sizes straddling tiles.
+          // The long rows reach the 16-groups-at-once fast path (and its tail).
           const std::int64_t shapes[][2] = {{1, 1},          {3, group - 1},  {5, group},
                                             {2, group + 1},  {17, 2 * group + 3},
-                                            {group + 1, 17}, {33, 65},        {7, 131}};
+                                            {group + 1, 17}, {33, 65},        {7, 131},
+                                            {3, 16 * group}, {2, 33 * group + 5}};
           for (const auto& shape : shapes) {
             const auto seed = static_cast<std::uint64_t>(bits * 1000 + group * 10 + exp_bits);
             const gsq::Tensor<float> x = awkward_matrix(shape[0], shape[1], seed);

@@ -92,24 +92,46 @@ GSQ_ALWAYS_INLINE __mmask16 lane_mask(std::int64_t n) noexcept {
                                : static_cast<__mmask16>((1u << n) - 1u));
 }
 
-/// The mantissas of 16 scaled values: RNE or floor(s + u), clamped to ±qmax.
+/// The mantissas of 16 scaled values: RNE or floor(s + u), clamped to ±qmax. The clamp
+/// is one vrangeps (smaller magnitude of x and qmax, sign of x), done before the
+/// conversion; for RNE that equals round-then-clamp because qmax is an integer.
 GSQ_ALWAYS_INLINE __m512i round_clamp16(__m512 scaled, bool stochastic, __m512 u,
                                         __m512 qmax) noexcept {
-  const __m512 nqmax = _mm512_sub_ps(_mm512_setzero_ps(), qmax);
+  constexpr int kMinAbsSignOfFirst = 0x02;  // imm[1:0] = 10 min |.|, imm[3:2] = 00 sign of a
   if (!stochastic) {
-    const __m512 c = _mm512_min_ps(_mm512_max_ps(scaled, nqmax), qmax);
+    const __m512 c = _mm512_range_ps(scaled, qmax, kMinAbsSignOfFirst);
     return _mm512_cvt_roundps_epi32(c, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   }
   const __m512 f =
       _mm512_roundscale_ps(_mm512_add_ps(scaled, u), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-  return _mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(f, nqmax), qmax));
+  return _mm512_cvttps_epi32(_mm512_range_ps(f, qmax, kMinAbsSignOfFirst));
 }
 
-/// Transposes a 16×16 byte tile in place: rows[j] byte i ← rows[i] byte j.
+/// The exponents of 16 groups from their amax bit patterns (finite): floor(log2 amax)
+/// from the biased exponent (subnormals first scaled by 2^64, exactly), minus b − 2,
+/// clamped; all-zero groups get e_min.
+GSQ_ALWAYS_INLINE __m512i group_exponents16(__m512i amax, int bits, int exp_min,
+                                            int exp_max) noexcept {
+  const __m512i biased = _mm512_srli_epi32(amax, 23);
+  const __mmask16 sub = _mm512_cmpeq_epi32_mask(biased, _mm512_setzero_si512());
+  const __m512 up =
+      _mm512_mul_ps(_mm512_castsi512_ps(amax), _mm512_set1_ps(18446744073709551616.0f));
+  const __m512i biased_up = _mm512_srli_epi32(_mm512_castps_si512(up), 23);
+  const __m512i lg = _mm512_mask_blend_epi32(sub, _mm512_sub_epi32(biased, _mm512_set1_epi32(127)),
+                                             _mm512_sub_epi32(biased_up, _mm512_set1_epi32(191)));
+  __m512i e = _mm512_sub_epi32(lg, _mm512_set1_epi32(bits - 2));
+  e = _mm512_min_epi32(_mm512_max_epi32(e, _mm512_set1_epi32(exp_min)), _mm512_set1_epi32(exp_max));
+  const __mmask16 zero = _mm512_cmpeq_epi32_mask(amax, _mm512_setzero_si512());
+  return _mm512_mask_mov_epi32(e, zero, _mm512_set1_epi32(exp_min));
+}
+
+/// Transposes 16×16 byte tiles in place, one per 128-bit lane of V (xmm: 1 tile, ymm: 2,
+/// zmm: 4): rows[j] byte i ← rows[i] byte j, lane by lane. Four perfect-shuffle passes
+/// of (row i, row i+8) transpose a 16×16 byte matrix; unpacks work per 128-bit lane, so
+/// wider registers transpose several tiles for the price of one.
 GSQ_ALWAYS_INLINE void transpose16x16(__m128i* rows) noexcept {
   __m128i a[16], b[16];
   for (int i = 0; i < 16; ++i) a[i] = rows[i];
-  // Four perfect-shuffle passes of (row i, row i+8) transpose a 16×16 byte matrix.
   for (int pass = 0; pass < 4; ++pass) {
     for (int i = 0; i < 8; ++i) {
       b[2 * i] = _mm_unpacklo_epi8(a[i], a[i + 8]);
@@ -118,6 +140,64 @@ GSQ_ALWAYS_INLINE void transpose16x16(__m128i* rows) noexcept {
     for (int i = 0; i < 16; ++i) a[i] = b[i];
   }
   for (int i = 0; i < 16; ++i) rows[i] = a[i];
+}
+GSQ_ALWAYS_INLINE void transpose16x16(__m256i* rows) noexcept {
+  __m256i a[16], b[16];
+  for (int i = 0; i < 16; ++i) a[i] = rows[i];
+  for (int pass = 0; pass < 4; ++pass) {
+    for (int i = 0; i < 8; ++i) {
+      b[2 * i] = _mm256_unpacklo_epi8(a[i], a[i + 8]);
+      b[2 * i + 1] = _mm256_unpackhi_epi8(a[i], a[i + 8]);
+    }
+    for (int i = 0; i < 16; ++i) a[i] = b[i];
+  }
+  for (int i = 0; i < 16; ++i) rows[i] = a[i];
+}
+GSQ_ALWAYS_INLINE void transpose16x16(__m512i* rows) noexcept {
+  __m512i a[16], b[16];
+  for (int i = 0; i < 16; ++i) a[i] = rows[i];
+  for (int pass = 0; pass < 4; ++pass) {
+    for (int i = 0; i < 8; ++i) {
+      b[2 * i] = _mm512_unpacklo_epi8(a[i], a[i + 8]);
+      b[2 * i + 1] = _mm512_unpackhi_epi8(a[i], a[i + 8]);
+    }
+    for (int i = 0; i < 16; ++i) a[i] = b[i];
+  }
+  for (int i = 0; i < 16; ++i) rows[i] = a[i];
+}
+
+/// A byte tile of 16 rows × `width` bytes (width a multiple of 16, at most 256; rows
+/// 16-byte aligned), seen as
+/// width/16 blocks of 16×16: transposes every block in place, four (zmm), two (ymm) or
+/// one (xmm) at a time. Row r of the tile starts at tile + r·width.
+GSQ_ALWAYS_INLINE void transpose_blocks(std::int8_t* tile, int width) noexcept {
+  int b = 0;
+  for (; b + 4 <= width / 16; b += 4) {
+    __m512i rows[16];
+    for (int r = 0; r < 16; ++r) rows[r] = _mm512_loadu_si512(tile + r * width + b * 16);
+    transpose16x16(rows);
+    for (int r = 0; r < 16; ++r) _mm512_storeu_si512(tile + r * width + b * 16, rows[r]);
+  }
+  for (; b + 2 <= width / 16; b += 2) {
+    __m256i rows[16];
+    for (int r = 0; r < 16; ++r)
+      rows[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile + r * width + b * 16));
+    transpose16x16(rows);
+    for (int r = 0; r < 16; ++r)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(tile + r * width + b * 16), rows[r]);
+  }
+  for (; b < width / 16; ++b) {
+    __m128i rows[16];
+    for (int r = 0; r < 16; ++r)
+      rows[r] = _mm_load_si128(reinterpret_cast<const __m128i*>(tile + r * width + b * 16));
+    transpose16x16(rows);
+    for (int r = 0; r < 16; ++r)
+      _mm_store_si128(reinterpret_cast<__m128i*>(tile + r * width + b * 16), rows[r]);
+  }
+}
+
+GSQ_ALWAYS_INLINE __mmask64 byte_mask(std::int64_t n) noexcept {
+  return n >= 64 ? ~__mmask64{0} : (n <= 0 ? __mmask64{0} : (__mmask64{1} << n) - 1);
 }
 
 /// 16 uniforms random_uniform(seed, stream, index + i) into out (tests, benchmarks).
@@ -157,6 +237,69 @@ inline void unpack_nibbles(const std::int8_t* packed, std::int64_t n, std::int8_
   }
 }
 
+/// |x| bit patterns of one group of V·16 values, max-reduced to 16 lanes.
+template <int V>
+GSQ_ALWAYS_INLINE __m512i group_abs_max(const float* src, __m512i abs_mask) noexcept {
+  __m512i acc = _mm512_and_si512(_mm512_loadu_si512(src), abs_mask);
+  for (int v = 1; v < V; ++v)
+    acc = _mm512_max_epu32(acc, _mm512_and_si512(_mm512_loadu_si512(src + 16 * v), abs_mask));
+  return acc;
+}
+
+/// 16 whole groups of kGroup (a multiple of 16) values starting at src: the 16 group
+/// maxima are reduced together (a transposing reduction, 3 shuffles per group instead
+/// of a horizontal reduction each), and the exponents computed as one vector.
+template <int kGroup>
+inline bool quantize_16_groups(const GseQuantParams& p, const float* src, std::int8_t* exps,
+                               std::int8_t* dst, std::uint64_t index,
+                               const PhiloxKeys16& keys) noexcept {
+  static_assert(kGroup % 16 == 0, "whole vectors per group");
+  constexpr int V = kGroup / 16;
+  const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF);
+  // Level 1: groups (2j, 2j+1) → 8 lanes each. Level 2: 4 groups × 4 lanes (128-bit
+  // blocks). Level 3: block k holds groups k and k+4 (2 lanes each). Level 4: block k,
+  // lane j holds group k + 4j; a final permutation puts group i in lane i.
+  __m512i l1[8];
+  for (int j = 0; j < 8; ++j) {
+    const __m512i a = group_abs_max<V>(src + (2 * j) * kGroup, abs_mask);
+    const __m512i b = group_abs_max<V>(src + (2 * j + 1) * kGroup, abs_mask);
+    l1[j] = _mm512_max_epu32(_mm512_shuffle_i32x4(a, b, 0x44), _mm512_shuffle_i32x4(a, b, 0xEE));
+  }
+  __m512i l2[4];
+  for (int j = 0; j < 4; ++j)
+    l2[j] = _mm512_max_epu32(_mm512_shuffle_i32x4(l1[2 * j], l1[2 * j + 1], 0x88),
+                             _mm512_shuffle_i32x4(l1[2 * j], l1[2 * j + 1], 0xDD));
+  __m512i l3[2];
+  for (int j = 0; j < 2; ++j) {
+    const __m512 a = _mm512_castsi512_ps(l2[2 * j]), b = _mm512_castsi512_ps(l2[2 * j + 1]);
+    l3[j] = _mm512_max_epu32(_mm512_castps_si512(_mm512_shuffle_ps(a, b, 0x44)),
+                             _mm512_castps_si512(_mm512_shuffle_ps(a, b, 0xEE)));
+  }
+  const __m512 a = _mm512_castsi512_ps(l3[0]), b = _mm512_castsi512_ps(l3[1]);
+  const __m512i l4 = _mm512_max_epu32(_mm512_castps_si512(_mm512_shuffle_ps(a, b, 0x88)),
+                                      _mm512_castps_si512(_mm512_shuffle_ps(a, b, 0xDD)));
+  const __m512i amax = _mm512_permutexvar_epi32(
+      _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), l4);
+  if (_mm512_cmpge_epu32_mask(amax, _mm512_set1_epi32(0x7F800000)) != 0) return false;
+  const __m512i e = group_exponents16(amax, p.bits, p.exp_min, p.exp_max);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(exps), _mm512_cvtepi32_epi8(e));
+  alignas(64) float neg_e[16];
+  _mm512_store_ps(neg_e, _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_setzero_si512(), e)));
+  const __m512 qmax = _mm512_set1_ps(static_cast<float>((1 << (p.bits - 1)) - 1));
+  for (int gi = 0; gi < 16; ++gi) {
+    const __m512 scale = _mm512_set1_ps(neg_e[gi]);
+    for (int v = 0; v < V; ++v) {
+      const std::int64_t k = gi * kGroup + 16 * v;
+      const __m512 scaled = _mm512_scalef_ps(_mm512_loadu_ps(src + k), scale);
+      __m512 u = _mm512_setzero_ps();
+      if (p.stochastic) u = philox_uniform16(keys, p.stream, index + static_cast<std::uint64_t>(k));
+      const __m512i q = round_clamp16(scaled, p.stochastic, u, qmax);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + k), _mm512_cvtepi32_epi8(q));
+    }
+  }
+  return true;
+}
+
 /// One row, groups along the row (transpose = false). kGroup > 0 fixes the group size
 /// at compile time (fast paths), 0 reads it from p.
 template <int kGroup>
@@ -168,7 +311,17 @@ inline bool quantize_row(const GseQuantParams& p, std::int64_t r, std::int8_t* d
   const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF);
   const __m512 qmax = _mm512_set1_ps(static_cast<float>((1 << (p.bits - 1)) - 1));
   const std::uint64_t row_index = static_cast<std::uint64_t>(r * p.src_cols);
-  for (std::int64_t g = 0; g < p.groups; ++g) {
+  std::int64_t g = 0;
+  if constexpr (kGroup > 0 && kGroup % 16 == 0) {
+    const std::int64_t whole = p.cols / kGroup;
+    for (; g + 16 <= whole; g += 16) {
+      const std::int64_t c0 = g * kGroup;
+      if (!quantize_16_groups<kGroup>(p, src + c0, exps + g, dst + c0,
+                                      row_index + static_cast<std::uint64_t>(c0), keys))
+        return false;
+    }
+  }
+  for (; g < p.groups; ++g) {
     const std::int64_t c0 = g * group;
     const std::int64_t n = std::min<std::int64_t>(group, p.cols - c0);
     __m512i acc = _mm512_setzero_si512();
@@ -188,72 +341,117 @@ inline bool quantize_row(const GseQuantParams& p, std::int64_t r, std::int8_t* d
       if (p.stochastic)
         u = philox_uniform16(keys, p.stream, row_index + static_cast<std::uint64_t>(c0 + k));
       const __m512i q = round_clamp16(scaled, p.stochastic, u, qmax);
-      _mm512_mask_cvtepi32_storeu_epi8(dst + c0 + k, lane_mask(group - k), q);
+      // vpmovdb to a register and a plain store: the memory form is slow on Zen.
+      const __m128i q8 = _mm512_cvtepi32_epi8(q);
+      if (k + kLanes <= group)
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + c0 + k), q8);
+      else
+        _mm_mask_storeu_epi8(dst + c0 + k, lane_mask(group - k), q8);
     }
   }
   return true;
 }
 
-/// 16 output rows [j0, j0 + 16) of a transposed quantization (source columns).
-inline bool quantize_tile_transposed(const GseQuantParams& p, std::int64_t j0,
-                                     const PhiloxKeys16& keys) noexcept {
+/// Packs `count` bytes of tile row (values in [-8, 7], count even) into count/2 bytes.
+GSQ_ALWAYS_INLINE void pack_tile_row(const std::int8_t* row, int count, std::int8_t* out) noexcept {
+  const __m512i lo_mask = _mm512_set1_epi16(0x000F), hi_mask = _mm512_set1_epi16(0x00F0);
+  for (int b = 0; b < count; b += 64) {
+    const __m512i w = _mm512_loadu_si512(row + b);
+    const __m512i packed = _mm512_or_si512(_mm512_and_si512(w, lo_mask),
+                                           _mm512_and_si512(_mm512_srli_epi16(w, 4), hi_mask));
+    const __m256i bytes = _mm512_cvtepi16_epi8(packed);
+    _mm256_mask_storeu_epi8(out + b / 2, static_cast<__mmask32>(byte_mask((count - b) / 2)), bytes);
+  }
+}
+
+/// Scratch of one transposed tile (kept out of the per-group function's frame).
+struct TransposeScratch {
+  alignas(64) __m512 strip[256];
+  alignas(64) std::int8_t tile[16 * 256];
+};
+
+/// Group g of the 16 output rows [j0, j0 + jn) of a transposed quantization (source
+/// columns). The G source row segments (16 floats, one cache line each) are read once
+/// into `strip`; their vertical max gives 16 exponents; the mantissas of source row i go
+/// to tile row i % 16, block i / 16; transposing the blocks turns tile row j into output
+/// row j's G bytes. Output: `staging` rows (pitch padded_cols) if given, else the
+/// GseMatrix (nibble-packed in place when packed, which needs an even G).
+inline bool quantize_tile_group(const GseQuantParams& p, std::int64_t j0, std::int64_t jn,
+                                std::int64_t g, std::int8_t* staging, const PhiloxKeys16& keys,
+                                TransposeScratch& scratch) noexcept {
   const int group = p.group;
-  const int tile_rows = (group + 15) / 16 * 16;
-  const std::int64_t jn = std::min<std::int64_t>(kLanes, p.rows - j0);
+  const int width = (group + 15) / 16 * 16;
   const __mmask16 cmask = lane_mask(jn);
   const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF);
-  const __m512 qmax = _mm512_set1_ps(static_cast<float>((1 << (p.bits - 1)) - 1));
-  const std::int64_t padded_cols = p.groups * group;
-  alignas(64) __m128i tile[256];
-  alignas(16) std::int8_t e8[16];
-  for (std::int64_t g = 0; g < p.groups; ++g) {
-    const std::int64_t i0 = g * group;  // first source row of the group
-    const std::int64_t n = std::min<std::int64_t>(group, p.cols - i0);
-    const float* src = p.src + i0 * p.src_stride + j0;
-    __m512i acc = _mm512_setzero_si512();
-    for (std::int64_t i = 0; i < n; ++i) {
-      const __m512i v = _mm512_maskz_loadu_epi32(cmask, src + i * p.src_stride);
-      acc = _mm512_max_epu32(acc, _mm512_and_si512(v, abs_mask));
-    }
-    if (_mm512_cmpge_epu32_mask(acc, _mm512_set1_epi32(0x7F800000)) != 0) return false;
-    // Per-lane exponent: floor(log2 amax) from the biased exponent; subnormals are
-    // first scaled by 2^64 (exact) so they have one.
-    const __m512i biased = _mm512_srli_epi32(acc, 23);
-    const __mmask16 sub = _mm512_cmpeq_epi32_mask(biased, _mm512_setzero_si512());
-    const __m512 up = _mm512_mul_ps(_mm512_castsi512_ps(acc), _mm512_set1_ps(18446744073709551616.0f));
-    const __m512i biased_up = _mm512_srli_epi32(_mm512_castps_si512(up), 23);
-    __m512i lg = _mm512_mask_blend_epi32(sub, _mm512_sub_epi32(biased, _mm512_set1_epi32(127)),
-                                         _mm512_sub_epi32(biased_up, _mm512_set1_epi32(191)));
-    __m512i e = _mm512_sub_epi32(lg, _mm512_set1_epi32(p.bits - 2));
-    e = _mm512_min_epi32(_mm512_max_epi32(e, _mm512_set1_epi32(p.exp_min)),
-                         _mm512_set1_epi32(p.exp_max));
-    const __mmask16 zero = _mm512_cmpeq_epi32_mask(acc, _mm512_setzero_si512());
-    e = _mm512_mask_mov_epi32(e, zero, _mm512_set1_epi32(p.exp_min));
-    _mm_store_si128(reinterpret_cast<__m128i*>(e8), _mm512_cvtepi32_epi8(e));
-    for (std::int64_t j = 0; j < jn; ++j) p.exponents[(j0 + j) * p.groups + g] = e8[j];
-    const __m512 neg_e = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_setzero_si512(), e));
-    for (std::int64_t i = 0; i < tile_rows; ++i) {
-      if (i >= n) {
-        tile[i] = _mm_setzero_si128();
-        continue;
-      }
-      const __m512 v = _mm512_maskz_loadu_ps(cmask, src + i * p.src_stride);
-      const __m512 scaled = _mm512_scalef_ps(v, neg_e);
-      __m512 u = _mm512_setzero_ps();
-      if (p.stochastic)
-        u = philox_uniform16(keys, p.stream,
-                             static_cast<std::uint64_t>((i0 + i) * p.src_cols + j0));
-      tile[i] = _mm512_cvtepi32_epi8(round_clamp16(scaled, p.stochastic, u, qmax));
-    }
-    for (int b = 0; b < tile_rows; b += 16) transpose16x16(tile + b);
-    for (std::int64_t j = 0; j < jn; ++j) {
-      std::int8_t* out = p.staging != nullptr ? p.staging + j * padded_cols + i0
-                                              : p.mantissas + (j0 + j) * p.row_bytes + i0;
-      for (int b = 0; b < tile_rows; b += 16)
-        _mm_mask_storeu_epi8(out + b, static_cast<__mmask16>(lane_mask(group - b)), tile[b + j]);
-    }
+  const std::int64_t i0 = g * group;  // first source row of the group
+  const std::int64_t n = std::min<std::int64_t>(group, p.cols - i0);
+  const float* src = p.src + i0 * p.src_stride + j0;
+  __m512* strip = scratch.strip;
+  std::int8_t* tile = scratch.tile;
+  __m512i acc = _mm512_setzero_si512();
+  for (std::int64_t i = 0; i < n; ++i) {
+    const __m512 v = _mm512_maskz_loadu_ps(cmask, src + i * p.src_stride);
+    strip[i] = v;
+    acc = _mm512_max_epu32(acc, _mm512_and_si512(_mm512_castps_si512(v), abs_mask));
   }
-  if (p.staging != nullptr) {
+  if (_mm512_cmpge_epu32_mask(acc, _mm512_set1_epi32(0x7F800000)) != 0) return false;
+  const __m512i e = group_exponents16(acc, p.bits, p.exp_min, p.exp_max);
+  alignas(16) std::int8_t e8[16];
+  _mm_store_si128(reinterpret_cast<__m128i*>(e8), _mm512_cvtepi32_epi8(e));
+  for (std::int64_t j = 0; j < jn; ++j) p.exponents[(j0 + j) * p.groups + g] = e8[j];
+  const __m512 neg_e = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_setzero_si512(), e));
+  const __m512 qmax = _mm512_set1_ps(static_cast<float>((1 << (p.bits - 1)) - 1));
+  for (std::int64_t i = 0; i < width; ++i) {
+    std::int8_t* row = tile + (i % 16) * width + (i / 16) * 16;
+    if (i >= n) {
+      _mm_store_si128(reinterpret_cast<__m128i*>(row), _mm_setzero_si128());
+      continue;
+    }
+    const __m512 scaled = _mm512_scalef_ps(strip[i], neg_e);
+    __m512 u = _mm512_setzero_ps();
+    if (p.stochastic)
+      u = philox_uniform16(keys, p.stream, static_cast<std::uint64_t>((i0 + i) * p.src_cols + j0));
+    _mm_store_si128(reinterpret_cast<__m128i*>(row),
+                    _mm512_cvtepi32_epi8(round_clamp16(scaled, p.stochastic, u, qmax)));
+  }
+  transpose_blocks(tile, width);
+  const std::int64_t padded_cols = p.groups * group;
+  for (std::int64_t j = 0; j < jn; ++j) {
+    const std::int8_t* row = tile + j * width;
+    if (staging == nullptr && p.staging != nullptr) {
+      pack_tile_row(row, group, p.mantissas + (j0 + j) * p.row_bytes + i0 / 2);
+      continue;
+    }
+    std::int8_t* out = staging != nullptr ? staging + j * padded_cols + i0
+                                          : p.mantissas + (j0 + j) * p.row_bytes + i0;
+    for (int b = 0; b < group; b += 64)
+      _mm512_mask_storeu_epi8(out + b, byte_mask(group - b), _mm512_loadu_si512(row + b));
+  }
+  return true;
+}
+
+/// Transposed output rows [r0, r1) (r0 a multiple of kGseTileRows). Groups are the
+/// outer loop: the G source rows of a group are streamed left to right across all the
+/// tiles of the range, and each output row receives its G bytes in ascending order.
+/// Packed formats with an odd G (groups straddle bytes) go tile by tile through the
+/// staging rows instead, and are packed once a tile's rows are complete.
+inline bool quantize_transposed(const GseQuantParams& p, std::int64_t r0, std::int64_t r1,
+                                const PhiloxKeys16& keys) noexcept {
+  TransposeScratch scratch;
+  const bool packed = p.staging != nullptr;
+  if (!packed || p.group % 2 == 0) {
+    for (std::int64_t g = 0; g < p.groups; ++g)
+      for (std::int64_t j0 = r0; j0 < r1; j0 += kGseTileRows)
+        if (!quantize_tile_group(p, j0, std::min<std::int64_t>(kLanes, r1 - j0), g, nullptr, keys,
+                                 scratch))
+          return false;
+    return true;
+  }
+  const std::int64_t padded_cols = p.groups * p.group;
+  for (std::int64_t j0 = r0; j0 < r1; j0 += kGseTileRows) {
+    const std::int64_t jn = std::min<std::int64_t>(kLanes, r1 - j0);
+    for (std::int64_t g = 0; g < p.groups; ++g)
+      if (!quantize_tile_group(p, j0, jn, g, p.staging, keys, scratch)) return false;
     for (std::int64_t j = 0; j < jn; ++j)
       pack_nibbles(p.staging + j * padded_cols, padded_cols, p.mantissas + (j0 + j) * p.row_bytes);
   }
@@ -265,14 +463,7 @@ inline bool quantize_tile_transposed(const GseQuantParams& p, std::int64_t j0,
 inline bool quantize_gse_rows(const GseQuantParams& p, std::int64_t r0, std::int64_t r1) noexcept {
   PhiloxKeys16 keys;
   if (p.stochastic) philox_keys16(p.seed, keys);
-  if (p.transpose) {
-    for (std::int64_t j0 = r0; j0 < r1; j0 += kGseTileRows) {
-      GseQuantParams tile = p;
-      tile.rows = std::min(r1, p.rows);
-      if (!quantize_tile_transposed(tile, j0, keys)) return false;
-    }
-    return true;
-  }
+  if (p.transpose) return quantize_transposed(p, r0, r1, keys);
   const bool packed = p.staging != nullptr;
   for (std::int64_t r = r0; r < r1; ++r) {
     std::int8_t* dst = packed ? p.staging : p.mantissas + r * p.row_bytes;
@@ -287,6 +478,57 @@ inline bool quantize_gse_rows(const GseQuantParams& p, std::int64_t r0, std::int
     if (packed) pack_nibbles(dst, p.groups * p.group, p.mantissas + r * p.row_bytes);
   }
   return true;
+}
+
+/// Group g of GseMatrix rows [j0, j0 + jn), transposed into output rows c0 .. c0 + G,
+/// columns j0 .. j0 + jn. The rows' G bytes form a 16 × G tile; transposing its 16×16
+/// blocks puts the 16 mantissas of column c in tile row c % 16, block c / 16: 16
+/// contiguous floats of output row c. Mantissas come from `unpacked` rows (pitch
+/// padded_cols) if given, else from the GseMatrix (nibbles unpacked per group, even G).
+inline void dequantize_tile_group(const GseDequantParams& p, std::int64_t j0, std::int64_t jn,
+                                  std::int64_t g, const std::int8_t* unpacked) noexcept {
+  const int group = p.group;
+  const int width = (group + 15) / 16 * 16;
+  const std::int64_t padded_cols = p.groups * group;
+  const std::int64_t c0 = g * group;
+  const std::int64_t n = std::min<std::int64_t>(group, p.cols - c0);
+  alignas(64) std::int8_t tile[16 * 256];
+  alignas(64) std::int32_t e32[16];
+  for (int j = 0; j < kLanes; ++j) e32[j] = j < jn ? p.exponents[(j0 + j) * p.groups + g] : 0;
+  const __m512 s = _mm512_scalef_ps(_mm512_set1_ps(1.0f), _mm512_cvtepi32_ps(_mm512_load_si512(e32)));
+  const __m512i lo_mask = _mm512_set1_epi16(0x000F), hi_mask = _mm512_set1_epi16(0x0F00);
+  const __m512i eight = _mm512_set1_epi8(8);
+  for (int j = 0; j < kLanes; ++j) {
+    for (int b = 0; b < width; b += 64) {
+      const __mmask64 valid = byte_mask(group - b);
+      __m512i bytes = _mm512_setzero_si512();
+      if (j < jn) {
+        if (unpacked != nullptr) {
+          bytes = _mm512_maskz_loadu_epi8(valid, unpacked + j * padded_cols + c0 + b);
+        } else if (!p.packed) {
+          bytes = _mm512_maskz_loadu_epi8(valid, p.mantissas + (j0 + j) * p.row_bytes + c0 + b);
+        } else {
+          // 32 packed bytes → 64 sign-extended nibbles (see unpack_nibbles).
+          const __m256i packed = _mm256_maskz_loadu_epi8(
+              static_cast<__mmask32>(byte_mask((group - b) / 2)),
+              p.mantissas + (j0 + j) * p.row_bytes + (c0 + b) / 2);
+          const __m512i x = _mm512_cvtepu8_epi16(packed);
+          const __m512i w = _mm512_or_si512(_mm512_and_si512(x, lo_mask),
+                                            _mm512_and_si512(_mm512_slli_epi16(x, 4), hi_mask));
+          bytes = _mm512_maskz_mov_epi8(valid, _mm512_sub_epi8(_mm512_xor_si512(w, eight), eight));
+        }
+      }
+      _mm512_mask_storeu_epi8(tile + j * width + b, byte_mask(width - b), bytes);
+    }
+  }
+  transpose_blocks(tile, width);
+  const __mmask16 cmask = lane_mask(jn);
+  for (std::int64_t c = 0; c < n; ++c) {
+    const __m128i q =
+        _mm_load_si128(reinterpret_cast<const __m128i*>(tile + (c % 16) * width + (c / 16) * 16));
+    const __m512 v = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
+    _mm512_mask_storeu_ps(p.dst + (c0 + c) * p.dst_stride + j0, cmask, _mm512_mul_ps(v, s));
+  }
 }
 
 /// Dequantizes GseMatrix rows [r0, r1) (transposed: r0 a multiple of kGseTileRows).
@@ -317,39 +559,18 @@ inline void dequantize_gse_rows(const GseDequantParams& p, std::int64_t r0,
     }
     return;
   }
-  const int tile_rows = (group + 15) / 16 * 16;
-  alignas(64) __m128i tile[256];
-  alignas(64) std::int32_t e32[16];
+  if (!p.packed || group % 2 == 0) {
+    for (std::int64_t g = 0; g < p.groups; ++g)
+      for (std::int64_t j0 = r0; j0 < r1; j0 += kGseTileRows)
+        dequantize_tile_group(p, j0, std::min<std::int64_t>(kLanes, r1 - j0), g, nullptr);
+    return;
+  }
+  // Packed with an odd G: groups straddle bytes, so unpack whole rows first.
   for (std::int64_t j0 = r0; j0 < r1; j0 += kGseTileRows) {
     const std::int64_t jn = std::min<std::int64_t>(kLanes, r1 - j0);
-    const __mmask16 cmask = lane_mask(jn);
-    const std::int8_t* rows[kGseTileRows];
-    for (std::int64_t j = 0; j < jn; ++j) {
-      const std::int8_t* m = p.mantissas + (j0 + j) * p.row_bytes;
-      if (p.packed) {
-        unpack_nibbles(m, padded_cols, p.staging + j * padded_cols);
-        m = p.staging + j * padded_cols;
-      }
-      rows[j] = m;
-    }
-    for (std::int64_t g = 0; g < p.groups; ++g) {
-      const std::int64_t c0 = g * group;
-      const std::int64_t n = std::min<std::int64_t>(group, p.cols - c0);
-      for (int j = 0; j < kLanes; ++j)
-        e32[j] = j < jn ? p.exponents[(j0 + j) * p.groups + g] : 0;
-      const __m512 s = _mm512_scalef_ps(_mm512_set1_ps(1.0f),
-                                        _mm512_cvtepi32_ps(_mm512_load_si512(e32)));
-      for (int b = 0; b < tile_rows; b += 16) {
-        const __mmask16 bytes = lane_mask(group - b);
-        for (int j = 0; j < kLanes; ++j)
-          tile[b + j] = j < jn ? _mm_maskz_loadu_epi8(bytes, rows[j] + c0 + b) : _mm_setzero_si128();
-        transpose16x16(tile + b);
-      }
-      for (std::int64_t c = 0; c < n; ++c) {
-        const __m512 v = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(tile[c]));
-        _mm512_mask_storeu_ps(p.dst + (c0 + c) * p.dst_stride + j0, cmask, _mm512_mul_ps(v, s));
-      }
-    }
+    for (std::int64_t j = 0; j < jn; ++j)
+      unpack_nibbles(p.mantissas + (j0 + j) * p.row_bytes, padded_cols, p.staging + j * padded_cols);
+    for (std::int64_t g = 0; g < p.groups; ++g) dequantize_tile_group(p, j0, jn, g, p.staging);
   }
 }
 
