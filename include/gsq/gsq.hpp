@@ -15,6 +15,8 @@
 #include "gsq/core/rng.hpp"
 #include "gsq/core/tensor.hpp"
 #include "gsq/format/gse.hpp"
+#include "gsq/format/mx.hpp"
 #include "gsq/format/nf4.hpp"
 #include "gsq/quant/gse.hpp"
+#include "gsq/quant/mx.hpp"
 #include "gsq/quant/nf4.hpp"
