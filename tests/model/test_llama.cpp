@@ -217,7 +217,7 @@ TEST_SUITE("model") {
           // GSE-INT groups V along the key axis, so a step that sees fewer keys than the
           // full forward quantizes V with other exponents: close, not identical.
           MESSAGE("W8A8G8 KV-cache vs full forward: max |dlogit| " << worst << " of max |logit| " << scale);
-          CHECK(worst < 0.03 * scale);
+          CHECK(worst < 0.05 * scale);
         }
       }
     }

@@ -4,8 +4,9 @@
 // names of model/config.hpp; the model takes that map, whatever file it came from. Tests
 // and benchmarks that need no checkpoint — or shapes no checkpoint has — use
 // `random_llama_weights`, which fills the same map deterministically from a seed with
-// the scales of a trained model (unit-RMS embeddings, 1/√in projections, norm weights
-// near 1), so activations and gradients stay in realistic ranges.
+// realistic scales (1/√in projections, norm weights near 1, embedding rows of unit
+// norm so tied-classifier logits are O(1)), so activations, losses and gradients stay
+// in the ranges of a trained model.
 #pragma once
 
 #include <cmath>
@@ -53,7 +54,7 @@ inline LlamaTensors random_llama_weights(const LlamaConfig& config, std::uint64_
   const std::int64_t d = config.dim, kv = config.kv_dim(), h = config.hidden_dim;
   const float in_d = 1.0f / std::sqrt(static_cast<float>(d));
   const float in_h = 1.0f / std::sqrt(static_cast<float>(h));
-  matrix("model.embed_tokens.weight", config.vocab_size, d, 1.0f);
+  matrix("model.embed_tokens.weight", config.vocab_size, d, in_d);
   for (std::int64_t l = 0; l < config.n_layers; ++l) {
     using model::detail::layer_tensor;
     norm(layer_tensor(l, "input_layernorm.weight"));

@@ -1,0 +1,206 @@
+// bench_model — whole-model throughput: forward, and a LoRA training step, FP32 vs integer.
+//
+// Names: <what>/<model>/<mode>, what = forward (no cache, logits for every token) or
+// train_step (forward with cache, masked cross-entropy, backward, AdamW, zero_grad),
+// batch 4 x seq 256 tokens per iteration. Modes, both with LoRA r16 (alpha 32) on all
+// seven projections of every block:
+//   fp32    FP32 frozen weights, FP32 products everywhere (the reference path)
+//   int8    NF4 frozen weights, W8A8G8 GSE-INT products in projections, adapters and
+//           attention (GSQ-Tuning's setting)
+// Models: stories260K (llama2.c .bin) and tinystories-656K (HF dir) from the shared data
+// (env GSQ_DATA_DIR, else ../shared/data next to the source tree; skipped when absent),
+// and random LLaMA shapes d<dim>_h<hidden>_l<layers>
+// with head size 64, no GQA, vocab 2048 (the classifier is FP32 in every mode; a 32k
+// vocabulary would make it dominate the small shapes).
+// Counters: tokens_per_s, and peak bytes per memory category over the benchmark (model
+// build included) in MiB: peak_<category>_MiB, peak_total_MiB. The machine is shared
+// while developing: compare ratios within one run.
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "gsq/core/memory.hpp"
+#include "gsq/core/parallel.hpp"
+#include "gsq/core/rng.hpp"
+#include "gsq/gemm/gemm.hpp"
+#include "gsq/model/llama.hpp"
+#include "gsq/optim/adamw.hpp"
+
+#if __has_include("gsq/io/load_llama.hpp")
+#include "gsq/io/load_llama.hpp"
+#define GSQ_BENCH_MODEL_HAVE_LOADER 1
+#else
+#define GSQ_BENCH_MODEL_HAVE_LOADER 0
+#endif
+
+namespace {
+
+constexpr std::int64_t kBatch = 4;
+constexpr std::int64_t kSeq = 256;
+
+struct ModelSpec {
+  std::string name;
+  std::string checkpoint;  // relative to GSQ_DATA_DIR; empty: random weights of `config`
+  gsq::LlamaConfig config;
+};
+
+gsq::LlamaConfig random_shape(std::int64_t dim, std::int64_t hidden, std::int64_t heads,
+                              std::int64_t layers) {
+  gsq::LlamaConfig c;
+  c.dim = dim;
+  c.hidden_dim = hidden;
+  c.n_heads = heads;
+  c.n_kv_heads = heads;
+  c.n_layers = layers;
+  c.vocab_size = 2048;
+  c.max_seq_len = kSeq;
+  c.rope_style = gsq::RopeStyle::kHalf;
+  return c;
+}
+
+std::vector<ModelSpec> model_specs() {
+  return {{"stories260K", "models/stories260K/stories260K.bin", {}},
+          {"tinystories656K", "models/tinystories-656K", {}},
+          {"d512_h1408_l4", "", random_shape(512, 1408, 8, 4)},
+          {"d1024_h2816_l2", "", random_shape(1024, 2816, 16, 2)},
+          {"d2048_h5632_l1", "", random_shape(2048, 5632, 32, 1)}};
+}
+
+gsq::LlamaOptions mode_options(bool integer) {
+  gsq::LlamaOptions o = integer ? gsq::LlamaOptions::uniform(gsq::Bits::w8a8g8(),
+                                                             gsq::WeightFormat::kNf4)
+                                : gsq::LlamaOptions::uniform(gsq::Bits::fp32());
+  o.adapter = gsq::ProjectionKind::kLora;
+  o.lora.rank = 16;
+  o.lora.alpha = 32.0f;
+  return o;
+}
+
+std::filesystem::path data_dir() {
+  if (const char* env = std::getenv("GSQ_DATA_DIR"); env != nullptr && *env != '\0') return env;
+  return std::filesystem::path(__FILE__).parent_path().parent_path().parent_path() / "shared" / "data";
+}
+
+/// The model, or nullopt (with the reason in `skip`) when its checkpoint is unavailable.
+std::optional<gsq::Llama> build(const ModelSpec& spec, bool integer, std::string& skip) {
+  if (spec.checkpoint.empty())
+    return gsq::Llama(spec.config, gsq::random_llama_weights(spec.config, 1), mode_options(integer));
+#if GSQ_BENCH_MODEL_HAVE_LOADER
+  const std::filesystem::path path = data_dir() / spec.checkpoint;
+  if (!std::filesystem::exists(path)) {
+    skip = "shared asset " + path.string() + " is absent";
+    return std::nullopt;
+  }
+  gsq::LlamaWeights w = gsq::load_llama(path);
+  return gsq::Llama(w.config, std::move(w.tensors), mode_options(integer));
+#else
+  skip = "this build has no checkpoint loader (gsq/io/load_llama.hpp)";
+  return std::nullopt;
+#endif
+}
+
+std::vector<std::int32_t> random_ids(std::int64_t n, std::int64_t vocab) {
+  gsq::CounterRng rng(7, 0);
+  std::vector<std::int32_t> ids(static_cast<std::size_t>(n));
+  for (auto& id : ids) id = static_cast<std::int32_t>(rng.next_u32() % static_cast<std::uint32_t>(vocab));
+  return ids;
+}
+
+void report_memory(benchmark::State& state) {
+  const gsq::MemoryUsage u = gsq::memory_usage();
+  constexpr double kMiB = 1.0 / (1024.0 * 1024.0);
+  for (int c = 0; c < gsq::kMemoryCategoryCount; ++c) {
+    const auto category = static_cast<gsq::MemoryCategory>(c);
+    state.counters["peak_" + std::string(gsq::memory_category_name(category)) + "_MiB"] =
+        static_cast<double>(u.peak_of(category)) * kMiB;
+  }
+  state.counters["peak_total_MiB"] = static_cast<double>(u.total_peak) * kMiB;
+}
+
+void bench_forward(benchmark::State& state, const ModelSpec& spec, bool integer) {
+  gsq::reset_memory_peaks();
+  std::string skip;
+  std::optional<gsq::Llama> model = build(spec, integer, skip);
+  if (!model) {
+    state.SkipWithError(skip.c_str());
+    return;
+  }
+  const std::int64_t tokens = kBatch * kSeq;
+  const auto ids = random_ids(tokens, model->config().vocab_size);
+  gsq::Tensor<float> logits({tokens, model->config().vocab_size}, gsq::MemoryCategory::kScratch);
+  model->forward(ids, kBatch, logits.view(), nullptr);  // warm-up: workspaces, packing
+  for (auto _ : state) {
+    model->forward(ids, kBatch, logits.view(), nullptr);
+    benchmark::DoNotOptimize(logits.data());
+  }
+  state.counters["tokens_per_s"] =
+      benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsIterationInvariantRate);
+  report_memory(state);
+}
+
+void bench_train_step(benchmark::State& state, const ModelSpec& spec, bool integer) {
+  gsq::reset_memory_peaks();
+  std::string skip;
+  std::optional<gsq::Llama> model = build(spec, integer, skip);
+  if (!model) {
+    state.SkipWithError(skip.c_str());
+    return;
+  }
+  const std::int64_t tokens = kBatch * kSeq;
+  const auto ids = random_ids(tokens, model->config().vocab_size);
+  const gsq::NextTokenTargets tt = gsq::next_token_targets(ids, kBatch);
+  gsq::optim::AdamWConfig adamw;
+  adamw.lr = 1e-4f;
+  gsq::optim::AdamW optimizer(adamw);
+  gsq::Llama::Cache cache;
+  const gsq::ParameterList params = model->parameters();
+  auto step = [&] {
+    const gsq::CrossEntropyResult r = model->loss_and_backward(ids, tt.targets, tt.mask, kBatch, cache);
+    optimizer.step(params);
+    gsq::zero_grads(params);
+    return r.loss;
+  };
+  step();  // warm-up: caches, workspaces, optimizer state
+  double loss = 0.0;
+  for (auto _ : state) loss = step();
+  state.counters["tokens_per_s"] =
+      benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["loss"] = loss;
+  state.counters["trainable_params"] = static_cast<double>(gsq::parameter_count(params));
+  report_memory(state);
+}
+
+const bool kRegistered = [] {
+  static const std::vector<ModelSpec> specs = model_specs();
+  for (const ModelSpec& spec : specs) {
+    for (bool integer : {false, true}) {
+      const std::string mode = integer ? "int8" : "fp32";
+      benchmark::RegisterBenchmark(("forward/" + spec.name + "/" + mode).c_str(),
+                                   [&spec, integer](benchmark::State& s) { bench_forward(s, spec, integer); })
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
+      benchmark::RegisterBenchmark(("train_step/" + spec.name + "/" + mode).c_str(),
+                                   [&spec, integer](benchmark::State& s) { bench_train_step(s, spec, integer); })
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
+    }
+  }
+  return true;
+}();
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  benchmark::AddCustomContext("gsq_threads", std::to_string(gsq::num_threads()));
+  benchmark::AddCustomContext("gsq_isa", std::string(gsq::isa_name(gsq::selected_isa())));
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
