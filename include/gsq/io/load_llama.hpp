@@ -1,0 +1,46 @@
+// gsq/io/load_llama.hpp — one entry point for every LLaMA checkpoint gsq reads.
+//
+// `load_llama(path)` picks the reader from what `path` is, so drivers take one --model
+// flag: a directory (or its config.json / model.safetensors) is a Hugging Face model,
+// any other file a llama2.c legacy checkpoint. Files that are recognisably something
+// else (a PyTorch zip, a safetensors file without config.json) get a message saying so.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "gsq/core/config.hpp"
+#include "gsq/core/error.hpp"
+#include "gsq/io/hf_llama.hpp"
+#include "gsq/io/llama2c.hpp"
+#include "gsq/io/llama_weights.hpp"
+#include "gsq/io/mapped_file.hpp"
+
+GSQ_NAMESPACE_BEGIN
+
+/// Loads a llama2.c `.bin` or a Hugging Face directory; config and tensor shapes checked.
+inline LlamaWeights load_llama(const std::filesystem::path& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) return read_hf_llama(path);
+  const std::string file = path.filename().string();
+  if (file == "config.json" || path.extension() == ".safetensors") {
+    const fs::path dir = path.parent_path().empty() ? fs::path(".") : path.parent_path();
+    if (!fs::exists(dir / "config.json"))
+      detail::throw_io_error(ErrorCode::kOpenFailed,
+                             "a safetensors model needs its config.json alongside", path.string(), -1);
+    return read_hf_llama(dir);
+  }
+  MappedFile f = MappedFile::open(path);
+  if (f.size() >= 4 && f.data()[0] == 'P' && f.data()[1] == 'K' && f.data()[2] == 3 &&
+      f.data()[3] == 4)
+    detail::throw_io_error(ErrorCode::kCorrupt,
+                           "a PyTorch (zip/pickle) checkpoint; gsq reads llama2.c .bin and "
+                           "safetensors",
+                           path.string(), 0);
+  return read_llama2c(f);
+}
+
+GSQ_NAMESPACE_END
