@@ -14,6 +14,8 @@
 #include <filesystem>
 #include <set>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "gsq/core/config.hpp"
 #include "gsq/core/error.hpp"
@@ -24,13 +26,13 @@
 
 GSQ_NAMESPACE_BEGIN
 
-/// Builds LlamaWeights from a config and an opened safetensors file (`source` names both).
-inline LlamaWeights llama_weights_from_safetensors(const LlamaConfig& config,
-                                                   const SafetensorsFile& st,
-                                                   const std::string& source) {
-  LlamaWeights w;
-  w.config = config;
-  w.source = source;
+/// Where each canonical tensor of `config` is in `st`, without reading any data: the
+/// first of each pair is the canonical name, the second the stored entry (aliases and the
+/// tied lm_head resolved). Throws IoError for a missing or unexpected tensor, ShapeError
+/// for a wrong shape; `source` (the config's path) appears in shape messages.
+inline std::vector<std::pair<std::string, const SafetensorsEntry*>> hf_llama_tensor_plan(
+    const LlamaConfig& config, const SafetensorsFile& st, const std::string& source) {
+  std::vector<std::pair<std::string, const SafetensorsEntry*>> plan;
   std::set<std::string> used;
   auto resolve = [&](const std::string& name) -> const SafetensorsEntry* {
     if (const SafetensorsEntry* e = st.find(name)) return e;
@@ -52,17 +54,30 @@ inline LlamaWeights llama_weights_from_safetensors(const LlamaConfig& config,
                               shape_to_string(e->shape) + ", the config (" + source +
                               ") needs " + shape_to_string(spec.shape) + " for " + spec.name);
     used.insert(e->name);
-    w.tensors.emplace(spec.name, st.to_float(*e, MemoryCategory::kWeights));
+    plan.emplace_back(spec.name, e);
   }
   for (const SafetensorsEntry& e : st.entries()) {
     if (used.count(e.name) != 0) continue;
     const bool tied_head = config.tied_embeddings && e.name == "lm_head.weight";
-    const bool inv_freq = e.name.size() > 20 && e.name.ends_with(".rotary_emb.inv_freq");
+    const bool inv_freq = e.name.ends_with(".rotary_emb.inv_freq");
     if (!tied_head && !inv_freq)
       detail::throw_io_error(ErrorCode::kCorrupt,
                              "unexpected tensor \"" + e.name + "\" (not a LLaMA weight of this config)",
                              st.name(), e.begin);
   }
+  return plan;
+}
+
+/// Builds LlamaWeights from a config and an opened safetensors file (`source` names the
+/// config's file).
+inline LlamaWeights llama_weights_from_safetensors(const LlamaConfig& config,
+                                                   const SafetensorsFile& st,
+                                                   const std::string& source) {
+  LlamaWeights w;
+  w.config = config;
+  w.source = source;
+  for (const auto& [name, entry] : hf_llama_tensor_plan(config, st, source))
+    w.tensors.emplace(name, st.to_float(*entry, MemoryCategory::kWeights));
   check_llama_weights(w);
   return w;
 }
