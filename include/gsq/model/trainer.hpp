@@ -1,0 +1,331 @@
+// gsq/model/trainer.hpp — the training loop every driver shares.
+//
+// One step of LoRA / L4Q fine-tuning is always the same five things:
+//     forward → masked cross-entropy → backward → global-norm clipping → AdamW
+// with the learning rate from a linear warm-up + cosine schedule (optim/schedule.hpp).
+// The fine-tuning driver, the Pareto sweep and the quickstart all run this class, so a
+// change to the recipe happens in one place and the library user gets the same loop.
+//
+//     gsq::Trainer trainer(model, {.total_steps = 600, .lr = 2e-3f, .warmup_steps = 30});
+//     while (trainer.steps_done() < 600) {
+//       gsq::data::Batch b = sampler.next();           // any type with inputs/targets/mask/rows
+//       gsq::TrainStep s = trainer.step(gsq::batch_view(b));
+//     }
+//
+// The trainer's whole mutable state is the model's trainable parameters plus the
+// optimizer state (moments and step count); the learning rate is a pure function of the
+// step count. `state()` / `load_state()` move that state in and out as plain named
+// tensors, so a checkpoint writer (io/) stores it without knowing the trainer, and a run
+// resumed from it — with the data sampler's cursor — continues bit for bit.
+//
+// Batches are trimmed to the last position that counts in the loss before the forward
+// (`trim_padding`): with causal attention nothing after it can change the loss, and
+// instruction batches padded to --seq-len are often half padding.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <concepts>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "gsq/core/config.hpp"
+#include "gsq/core/error.hpp"
+#include "gsq/core/memory.hpp"
+#include "gsq/core/tensor.hpp"
+#include "gsq/model/llama.hpp"
+#include "gsq/nn/loss.hpp"
+#include "gsq/nn/parameter.hpp"
+#include "gsq/optim/adamw.hpp"
+#include "gsq/optim/clip.hpp"
+#include "gsq/optim/schedule.hpp"
+#include "gsq/optim/state.hpp"
+
+GSQ_NAMESPACE_BEGIN
+
+/// A batch of `rows` sequences of equal length, flattened row-major: inputs[t] predicts
+/// targets[t], which counts in the loss where mask[t] != 0. Non-owning.
+struct BatchView {
+  std::span<const std::int32_t> inputs;
+  std::span<const std::int32_t> targets;
+  std::span<const std::uint8_t> mask;
+  std::int64_t rows = 0;
+
+  std::int64_t seq_len() const noexcept {
+    return rows > 0 ? static_cast<std::int64_t>(inputs.size()) / rows : 0;
+  }
+  std::int64_t counted() const noexcept {
+    return static_cast<std::int64_t>(std::count_if(mask.begin(), mask.end(),
+                                                   [](std::uint8_t m) { return m != 0; }));
+  }
+  /// Throws ShapeError unless the three arrays are `rows` whole sequences of one length.
+  void validate(std::string_view where) const {
+    GSQ_CHECK(rows > 0 && !inputs.empty() && inputs.size() % static_cast<std::size_t>(rows) == 0 &&
+                  targets.size() == inputs.size() && mask.size() == inputs.size(),
+              ErrorCode::kShapeMismatch,
+              std::string(where) + ": a batch of " + std::to_string(rows) + " rows has " +
+                  std::to_string(inputs.size()) + " inputs, " + std::to_string(targets.size()) +
+                  " targets and " + std::to_string(mask.size()) + " mask entries");
+  }
+};
+
+/// Anything shaped like a batch (gsq::data::Batch, a test's struct): vectors named
+/// inputs, targets, mask and a row count.
+template <class B>
+concept TokenBatch = requires(const B& b) {
+  { b.rows } -> std::convertible_to<std::int64_t>;
+  { std::span<const std::int32_t>(b.inputs) };
+  { std::span<const std::int32_t>(b.targets) };
+  { std::span<const std::uint8_t>(b.mask) };
+};
+
+template <TokenBatch B>
+BatchView batch_view(const B& b) {
+  return {std::span<const std::int32_t>(b.inputs), std::span<const std::int32_t>(b.targets),
+          std::span<const std::uint8_t>(b.mask), static_cast<std::int64_t>(b.rows)};
+}
+
+/// An owning batch (what trim_batch returns).
+struct OwnedBatch {
+  std::vector<std::int32_t> inputs;
+  std::vector<std::int32_t> targets;
+  std::vector<std::uint8_t> mask;
+  std::int64_t rows = 0;
+};
+
+/// The batch cut after the last column in which any row counts (at least one column):
+/// the loss and every gradient are unchanged under causal attention. Returns the batch
+/// unchanged when nothing can be cut.
+inline OwnedBatch trim_batch(const BatchView& b) {
+  b.validate("trim_batch");
+  const std::int64_t seq = b.seq_len();
+  std::int64_t keep = 1;
+  for (std::int64_t r = 0; r < b.rows; ++r)
+    for (std::int64_t t = seq; t-- > keep;)
+      if (b.mask[static_cast<std::size_t>(r * seq + t)] != 0) {
+        keep = t + 1;
+        break;
+      }
+  OwnedBatch out;
+  out.rows = b.rows;
+  const auto n = static_cast<std::size_t>(b.rows * keep);
+  out.inputs.resize(n);
+  out.targets.resize(n);
+  out.mask.resize(n);
+  for (std::int64_t r = 0; r < b.rows; ++r) {
+    const auto src = static_cast<std::size_t>(r * seq), dst = static_cast<std::size_t>(r * keep);
+    const auto len = static_cast<std::ptrdiff_t>(keep);
+    std::copy_n(b.inputs.begin() + static_cast<std::ptrdiff_t>(src), len, out.inputs.begin() + static_cast<std::ptrdiff_t>(dst));
+    std::copy_n(b.targets.begin() + static_cast<std::ptrdiff_t>(src), len, out.targets.begin() + static_cast<std::ptrdiff_t>(dst));
+    std::copy_n(b.mask.begin() + static_cast<std::ptrdiff_t>(src), len, out.mask.begin() + static_cast<std::ptrdiff_t>(dst));
+  }
+  return out;
+}
+
+struct TrainerConfig {
+  std::int64_t total_steps = 100;  // the schedule's length (cosine reaches min_lr here)
+  float lr = 1e-3f;                // peak learning rate
+  std::int64_t warmup_steps = 0;   // linear warm-up to lr
+  float min_lr = 0.0f;             // end of the cosine decay
+  float weight_decay = 0.0f;       // AdamW decoupled decay (never on norms or L4Q step/offset)
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  double max_grad_norm = 1.0;      // global-norm clipping; <= 0 disables it
+  bool trim_padding = true;        // cut batches after their last counted position
+
+  void validate() const {
+    GSQ_CHECK(total_steps >= 1, ErrorCode::kInvalidArgument,
+              "TrainerConfig: total_steps must be >= 1, got " + std::to_string(total_steps));
+    GSQ_CHECK(warmup_steps >= 0 && warmup_steps < total_steps, ErrorCode::kInvalidArgument,
+              "TrainerConfig: need 0 <= warmup_steps < total_steps, got warmup_steps=" +
+                  std::to_string(warmup_steps) + " total_steps=" + std::to_string(total_steps));
+    GSQ_CHECK(std::isfinite(lr) && lr > 0.0f, ErrorCode::kInvalidArgument,
+              "TrainerConfig: lr must be finite and > 0, got " + std::to_string(lr));
+    GSQ_CHECK(std::isfinite(max_grad_norm), ErrorCode::kInvalidArgument,
+              "TrainerConfig: max_grad_norm must be finite");
+    adamw().validate();
+    (void)schedule();
+  }
+  optim::AdamWConfig adamw() const {
+    return {.lr = lr, .beta1 = beta1, .beta2 = beta2, .eps = eps, .weight_decay = weight_decay};
+  }
+  optim::Schedule schedule() const {
+    return optim::Schedule::warmup_cosine(lr, warmup_steps, total_steps, min_lr);
+  }
+};
+
+/// What one step did.
+struct TrainStep {
+  std::int64_t step = 0;        // steps done after this one (1-based)
+  double loss = 0.0;            // mean masked cross-entropy of the batch (before the update)
+  std::int64_t counted = 0;     // positions that counted in the loss
+  std::int64_t tokens = 0;      // positions run through the model (rows × trimmed length)
+  double grad_norm = 0.0;       // global gradient norm before clipping
+  float lr = 0.0f;              // learning rate used by this update
+  double seconds = 0.0;         // wall time of the step
+};
+
+/// The trainer's whole mutable state, as plain data (see the file comment).
+struct TrainerState {
+  std::int64_t step = 0;
+  std::vector<optim::NamedTensor> parameters;  // the trainable FP32 masters by name
+  optim::OptimizerState optimizer;             // decayed and undecayed groups merged
+};
+
+namespace model::detail {
+/// Norm weights and L4Q quantizer parameters are never weight-decayed (decaying a step
+/// shrinks the quantization grid; decaying a norm weight shrinks the activations).
+inline bool exempt_from_decay(std::string_view name) noexcept {
+  auto ends_with = [&](std::string_view s) {
+    return name.size() >= s.size() && name.substr(name.size() - s.size()) == s;
+  };
+  return ends_with("quant_step") || ends_with("quant_offset") || ends_with("norm.weight");
+}
+}  // namespace model::detail
+
+/// Copies of the values of `params`, by name.
+inline std::vector<optim::NamedTensor> snapshot_parameters(const ParameterList& params) {
+  std::vector<optim::NamedTensor> out;
+  out.reserve(params.size());
+  for (const Parameter& p : params)
+    out.push_back({p.name, optim::detail::copy_as(*p.value, MemoryCategory::kScratch)});
+  return out;
+}
+
+/// Writes `values` into the parameters of the same names. Every parameter must be
+/// present with the same element count; extra names are an error too (a checkpoint of
+/// another configuration).
+inline void restore_parameters(const ParameterList& params,
+                               const std::vector<optim::NamedTensor>& values) {
+  GSQ_CHECK(values.size() == params.size(), ErrorCode::kInvalidArgument,
+            "restore_parameters: " + std::to_string(values.size()) + " saved tensors for " +
+                std::to_string(params.size()) + " trainable parameters");
+  for (const Parameter& p : params) {
+    auto it = std::find_if(values.begin(), values.end(),
+                           [&](const optim::NamedTensor& t) { return t.name == p.name; });
+    GSQ_CHECK(it != values.end(), ErrorCode::kInvalidArgument,
+              "restore_parameters: no saved value for parameter '" + p.name + "'");
+    GSQ_CHECK(it->value.numel() == p.value->numel(), ErrorCode::kShapeMismatch,
+              "restore_parameters: '" + p.name + "' has " + std::to_string(p.value->numel()) +
+                  " values, the saved tensor " + std::to_string(it->value.numel()));
+    std::copy(it->value.begin(), it->value.end(), p.value->begin());
+  }
+}
+
+class Trainer {
+ public:
+  Trainer(Llama& model, TrainerConfig config)
+      : model_(&model), config_((config.validate(), config)), schedule_(config_.schedule()) {
+    params_ = model_->parameters();
+    GSQ_CHECK(!params_.empty(), ErrorCode::kInvalidArgument,
+              "Trainer: the model has no trainable parameters (no adapter on any projection?)");
+    check_parameters(params_, "Trainer");
+    for (Parameter& p : params_)
+      (config_.weight_decay > 0.0f && model::detail::exempt_from_decay(p.name) ? exempt_ : decayed_)
+          .push_back(p);
+    decayed_opt_ = std::make_unique<optim::AdamW>(config_.adamw());
+    optim::AdamWConfig no_decay = config_.adamw();
+    no_decay.weight_decay = 0.0f;
+    exempt_opt_ = std::make_unique<optim::AdamW>(no_decay);
+    zero_grads(params_);
+  }
+
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  /// One training step on `batch`; gradients are zero again afterwards.
+  TrainStep step(const BatchView& batch) {
+    batch.validate("Trainer::step");
+    const auto t0 = std::chrono::steady_clock::now();
+    OwnedBatch trimmed;
+    BatchView b = batch;
+    if (config_.trim_padding) {
+      trimmed = trim_batch(batch);
+      b = batch_view(trimmed);
+    }
+    TrainStep s;
+    s.lr = schedule_(steps_);
+    s.tokens = static_cast<std::int64_t>(b.inputs.size());
+    const CrossEntropyResult ce = model_->loss_and_backward(b.inputs, b.targets, b.mask, b.rows, cache_);
+    GSQ_CHECK(std::isfinite(ce.loss), ErrorCode::kNonFinite,
+              "Trainer::step: the loss at step " + std::to_string(steps_ + 1) +
+                  " is not finite (training diverged; lower --lr?)");
+    s.loss = ce.loss;
+    s.counted = ce.count;
+    s.grad_norm = config_.max_grad_norm > 0.0 ? optim::clip_grad_norm(params_, config_.max_grad_norm)
+                                              : optim::global_grad_norm(params_);
+    decayed_opt_->set_lr(s.lr);
+    exempt_opt_->set_lr(s.lr);
+    if (!decayed_.empty()) decayed_opt_->step(decayed_);
+    if (!exempt_.empty()) exempt_opt_->step(exempt_);
+    zero_grads(params_);
+    s.step = ++steps_;
+    s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return s;
+  }
+  template <TokenBatch B>
+  TrainStep step(const B& batch) {
+    return step(batch_view(batch));
+  }
+
+  std::int64_t steps_done() const noexcept { return steps_; }
+  const TrainerConfig& config() const noexcept { return config_; }
+  const optim::Schedule& schedule() const noexcept { return schedule_; }
+  const ParameterList& parameters() const noexcept { return params_; }
+  Llama& model() noexcept { return *model_; }
+  /// Bytes of AdamW moments held.
+  std::int64_t optimizer_bytes() const noexcept {
+    return decayed_opt_->state_bytes() + exempt_opt_->state_bytes();
+  }
+  /// Bytes of the training cache (activations kept for backward) of the last step.
+  std::int64_t cache_bytes() const noexcept { return cache_.bytes(); }
+
+  /// A deep copy of everything a resumed run needs besides the data cursor.
+  TrainerState state() const {
+    TrainerState s;
+    s.step = steps_;
+    s.parameters = snapshot_parameters(params_);
+    s.optimizer = decayed_opt_->state();
+    for (optim::NamedTensor& t : exempt_opt_->state().tensors) s.optimizer.tensors.push_back(std::move(t));
+    s.optimizer.step = steps_;
+    return s;
+  }
+
+  /// Restores a state() of a trainer over the same model configuration.
+  void load_state(const TrainerState& state) {
+    GSQ_CHECK(state.step >= 0 && state.step == state.optimizer.step, ErrorCode::kInvalidArgument,
+              "Trainer::load_state: step " + std::to_string(state.step) +
+                  " does not match the optimizer's step " + std::to_string(state.optimizer.step));
+    restore_parameters(params_, state.parameters);
+    optim::OptimizerState d{state.optimizer.optimizer, state.step, {}};
+    optim::OptimizerState e{state.optimizer.optimizer, state.step, {}};
+    for (const optim::NamedTensor& t : state.optimizer.tensors) {
+      const bool exempt = std::any_of(exempt_.begin(), exempt_.end(), [&](const Parameter& p) {
+        return t.name.size() > p.name.size() && t.name.compare(0, p.name.size(), p.name) == 0 &&
+               t.name[p.name.size()] == '.';
+      });
+      (exempt ? e : d).tensors.push_back({t.name, t.value.clone()});
+    }
+    decayed_opt_->load_state(d);
+    exempt_opt_->load_state(e);
+    steps_ = state.step;
+  }
+
+ private:
+  Llama* model_;
+  TrainerConfig config_;
+  optim::Schedule schedule_;
+  ParameterList params_, decayed_, exempt_;
+  std::unique_ptr<optim::AdamW> decayed_opt_, exempt_opt_;
+  Llama::Cache cache_;
+  std::int64_t steps_ = 0;
+};
+
+GSQ_NAMESPACE_END
