@@ -17,6 +17,8 @@
 #include "gsq/format/gse.hpp"
 #include "gsq/format/mx.hpp"
 #include "gsq/format/nf4.hpp"
+#include "gsq/format/uniform.hpp"
 #include "gsq/quant/gse.hpp"
 #include "gsq/quant/mx.hpp"
 #include "gsq/quant/nf4.hpp"
+#include "gsq/quant/uniform.hpp"

@@ -43,11 +43,21 @@ gsq::Tensor<float> awkward_matrix(std::int64_t rows, std::int64_t cols, std::uin
     for (std::int64_t c = 0; c < cols; ++c) {
       float& v = t(r, c);
       switch (kind) {
-        case 9: v = 0.0f; break;
-        case 10: v = kDenormMin * static_cast<float>((c * 7 + r) % 23) * (c % 2 ? -1.0f : 1.0f); break;
-        case 11: v = (c % 3 == 0 ? kFltMax : kFltMax * 0.37f * v / 30.0f); break;
-        case 12: v = (c % 5 == 0 ? 3e30f : 1e-41f * v); break;
-        default: v = std::ldexp(v, kScales[kind]); break;
+        case 9:
+          v = 0.0f;
+          break;
+        case 10:
+          v = kDenormMin * static_cast<float>((c * 7 + r) % 23) * (c % 2 ? -1.0f : 1.0f);
+          break;
+        case 11:
+          v = (c % 3 == 0 ? kFltMax : kFltMax * 0.37f * v / 30.0f);
+          break;
+        case 12:
+          v = (c % 5 == 0 ? 3e30f : 1e-41f * v);
+          break;
+        default:
+          v = std::ldexp(v, kScales[kind]);
+          break;
       }
       if (!std::isfinite(v)) v = kFltMax;
     }
@@ -96,10 +106,9 @@ TEST_SUITE("quant") {
           const GseSpec spec{bits, group, exp_bits};
           // Shapes: tiny, G-1/G/G+1 along both axes, odd sizes straddling tiles.
           // The long rows reach the 16-groups-at-once fast path (and its tail).
-          const std::int64_t shapes[][2] = {{1, 1},          {3, group - 1},  {5, group},
-                                            {2, group + 1},  {17, 2 * group + 3},
-                                            {group + 1, 17}, {33, 65},        {7, 131},
-                                            {3, 16 * group}, {2, 33 * group + 5}};
+          const std::int64_t shapes[][2] = {
+              {1, 1},          {3, group - 1}, {5, group}, {2, group + 1},  {17, 2 * group + 3},
+              {group + 1, 17}, {33, 65},       {7, 131},   {3, 16 * group}, {2, 33 * group + 5}};
           for (const auto& shape : shapes) {
             const auto seed = static_cast<std::uint64_t>(bits * 1000 + group * 10 + exp_bits);
             const gsq::Tensor<float> x = awkward_matrix(shape[0], shape[1], seed);
@@ -172,7 +181,7 @@ TEST_SUITE("quant") {
     gsq::Tensor<float> x({4, 64});
     for (std::int64_t c = 0; c < 64; ++c) {
       x(0, c) = (c % 2 ? -0.0f : 0.0f);
-      x(1, c) = kDenormMin * static_cast<float>(c);                 // subnormal group
+      x(1, c) = kDenormMin * static_cast<float>(c);  // subnormal group
       x(2, c) = (c % 2 ? -kFltMax : kFltMax) * (c < 32 ? 1.0f : 0.5f);
       x(3, c) = std::ldexp(1.0f, -120) * static_cast<float>(c - 32);  // e well above e_min
     }
@@ -191,9 +200,9 @@ TEST_SUITE("quant") {
       CHECK(std::isfinite(q.value(2, 0)));
       CHECK(q.exponent(3, 0) == -120 + 5 - 6);  // amax = 32·2^-120
       CHECK(q.exponent(3, 1) == -120 + 4 - 6);  // amax = 31·2^-120
-      CHECK(q.value(3, 0) == x(3, 0));  // small integers times 2^-120 are exact
+      CHECK(q.value(3, 0) == x(3, 0));          // small integers times 2^-120 are exact
       CHECK(q.value(3, 63) == x(3, 63));
-      // With b=2 a subnormal group is exactly representable: e = ilogb - 0 ≥ -149 → -128.
+      // With b=2 the exponent of a subnormal group (ilogb >= -149) also clamps to -128.
       const GseMatrix q2 = gsq::quantize_gse(x, GseSpec{2, 32, 8}, false);
       CHECK(q2.exponent(1, 1) == -128);
     });
@@ -221,9 +230,9 @@ TEST_SUITE("quant") {
 
   TEST_CASE("gse: non-finite input names the tensor and source position") {
     for (bool transpose : {false, true}) {
-      for (float bad : {std::numeric_limits<float>::quiet_NaN(),
-                        std::numeric_limits<float>::infinity(),
-                        -std::numeric_limits<float>::infinity()}) {
+      for (float bad :
+           {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+            -std::numeric_limits<float>::infinity()}) {
         gsq::Tensor<float> x = gsq::test::random_matrix(37, 70, 3);
         x(21, 45) = bad;
         gsq::test::for_each_isa([&](gsq::Isa) {

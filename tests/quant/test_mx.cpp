@@ -49,8 +49,8 @@ void expect_bad_encoding(const gsq::MxInt8Matrix& mx, const std::string& where) 
 
 TEST_SUITE("quant") {
   TEST_CASE("mx: GSE-INT8 exports to MXINT8 and back bit-identically") {
-    for (std::int64_t cols : {std::int64_t{1}, std::int64_t{31}, std::int64_t{32},
-                              std::int64_t{33}, std::int64_t{100}, std::int64_t{257}}) {
+    for (std::int64_t cols : {std::int64_t{1}, std::int64_t{31}, std::int64_t{32}, std::int64_t{33},
+                              std::int64_t{100}, std::int64_t{257}}) {
       CAPTURE(cols);
       const gsq::Tensor<float> x = wide_matrix(9, cols, static_cast<std::uint64_t>(cols));
       const gsq::GseMatrix q = gsq::quantize_gse(x, gsq::MxInt8Format::spec(), false);
@@ -72,7 +72,7 @@ TEST_SUITE("quant") {
   TEST_CASE("mx: the OCP example values decode as specified") {
     gsq::MxInt8Matrix mx(1, 32);
     gsq::MxInt8Block& b = mx.block(0, 0);
-    b.scale = 127;  // X = 1
+    b.scale = 127;         // X = 1
     b.elements[0] = 64;    // 64 · 2^-6 = 1
     b.elements[1] = -1;    // -2^-6
     b.elements[2] = 127;   // 127/64

@@ -125,7 +125,7 @@ TEST_SUITE("quant") {
     const float tiny = std::numeric_limits<float>::denorm_min();
     const float big = std::numeric_limits<float>::max();
     for (std::int64_t c = 0; c < 3 * kNf4Block; ++c) {
-      w(0, c) = 0.0f;                                   // block 0 of row 0: zeros
+      w(0, c) = 0.0f;  // block 0 of row 0: zeros
       w(1, c) = (c % 2 ? -1.0f : 1.0f) * (c < 64 ? tiny * static_cast<float>(c % 5) : big);
     }
     for (std::int64_t c = 64; c < 3 * kNf4Block; ++c) w(0, c) = std::ldexp(1.0f, -140) * (c % 7);
@@ -169,7 +169,8 @@ TEST_SUITE("quant") {
     REQUIRE(dq.double_quant());
     const std::int64_t n = plain.rows() * plain.blocks_per_row();
     REQUIRE(n > gsq::kNf4DoubleQuantBlock);
-    REQUIRE(dq.dq_scales().size() == (n + gsq::kNf4DoubleQuantBlock - 1) / gsq::kNf4DoubleQuantBlock);
+    REQUIRE(dq.dq_scales().size() ==
+            (n + gsq::kNf4DoubleQuantBlock - 1) / gsq::kNf4DoubleQuantBlock);
     double mean = 0;
     for (std::int64_t i = 0; i < n; ++i) mean += plain.absmax()[i];
     mean /= static_cast<double>(n);

@@ -50,8 +50,7 @@ class MxInt8Matrix {
                MemoryCategory category = MemoryCategory::kWeights)
       : rows_(rows), cols_(cols) {
     GSQ_CHECK(rows >= 0 && cols >= 0, ErrorCode::kInvalidExtent,
-              "MxInt8Matrix: negative extent " + std::to_string(rows) + "x" +
-                  std::to_string(cols));
+              "MxInt8Matrix: negative extent " + std::to_string(rows) + "x" + std::to_string(cols));
     blocks_per_row_ = (cols + kMxBlock - 1) / kMxBlock;
     blocks_ = AlignedBuffer<MxInt8Block>(rows * blocks_per_row_, category);
     for (MxInt8Block& b : blocks_) b = MxInt8Block{};

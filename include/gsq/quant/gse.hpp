@@ -39,8 +39,8 @@ enum class Rounding { kNearestEven, kStochastic };
 
 struct QuantizeOptions {
   Rounding rounding = Rounding::kNearestEven;
-  std::uint64_t seed = 0;    // stochastic rounding: the run's seed
-  std::uint64_t stream = 0;  // stochastic rounding: which tensor (so tensors draw differently)
+  std::uint64_t seed = 0;       // stochastic rounding: the run's seed
+  std::uint64_t stream = 0;     // stochastic rounding: which tensor (so tensors draw differently)
   const char* name = "tensor";  // named in errors (e.g. non-finite input)
 };
 
@@ -76,9 +76,9 @@ inline void check_quantize_shape(MatrixView<const float> src, bool transpose, co
 }
 
 /// The reference encoding of output rows [r0, r1) (shapes already checked).
-inline void quantize_gse_reference_rows(MatrixView<const float> src, bool transpose,
-                                        GseMatrix& out, const QuantizeOptions& options,
-                                        std::int64_t r0, std::int64_t r1) {
+inline void quantize_gse_reference_rows(MatrixView<const float> src, bool transpose, GseMatrix& out,
+                                        const QuantizeOptions& options, std::int64_t r0,
+                                        std::int64_t r1) {
   const std::int64_t rows = out.rows();
   const std::int64_t cols = out.cols();
   const GseSpec spec = out.spec();
@@ -120,17 +120,16 @@ inline void quantize_gse_reference_rows(MatrixView<const float> src, bool transp
 }
 
 /// The reference decoding of GseMatrix rows [r0, r1) (shapes already checked).
-inline void dequantize_gse_reference_rows(const GseMatrix& q, bool transpose,
-                                          MatrixView<float> dst, std::int64_t r0,
-                                          std::int64_t r1) {
+inline void dequantize_gse_reference_rows(const GseMatrix& q, bool transpose, MatrixView<float> dst,
+                                          std::int64_t r0, std::int64_t r1) {
   for (std::int64_t r = r0; r < r1; ++r)
     for (std::int64_t c = 0; c < q.cols(); ++c) (transpose ? dst(c, r) : dst(r, c)) = q.value(r, c);
 }
 
 /// A SIMD kernel met a non-finite value in output rows [r0, r1): find the first one in
 /// the reference's order and throw the reference's error.
-inline void throw_first_non_finite(MatrixView<const float> src, bool transpose,
-                                   std::int64_t r0, std::int64_t r1, const char* name) {
+inline void throw_first_non_finite(MatrixView<const float> src, bool transpose, std::int64_t r0,
+                                   std::int64_t r1, const char* name) {
   const std::int64_t cols = transpose ? src.rows() : src.cols();
   for (std::int64_t r = r0; r < r1; ++r)
     for (std::int64_t c = 0; c < cols; ++c) {
@@ -146,8 +145,9 @@ inline void throw_first_non_finite(MatrixView<const float> src, bool transpose,
 /// Output rows per parallel chunk: about 64 K elements, whole tiles when transposed.
 inline std::int64_t gse_row_grain(std::int64_t cols, bool transpose) noexcept {
   std::int64_t grain = std::max<std::int64_t>(1, 65536 / std::max<std::int64_t>(cols, 1));
-  if (transpose) grain = (grain + quant::kernels::kGseTileRows - 1) /
-                         quant::kernels::kGseTileRows * quant::kernels::kGseTileRows;
+  if (transpose)
+    grain = (grain + quant::kernels::kGseTileRows - 1) / quant::kernels::kGseTileRows *
+            quant::kernels::kGseTileRows;
   return grain;
 }
 

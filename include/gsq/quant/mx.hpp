@@ -14,6 +14,7 @@
 //   * a scale below the GSE range (e = s − 133 < −128): elements are divided by
 //     2^(−128 − e) if all are multiples of it (all-zero blocks always are);
 //   * otherwise, and for a NaN scale (255), FormatError (kBadEncoding) naming the block.
+// An element −128 at scale 254 is −2^128, beyond fp32: both decodes give −Inf there.
 // Elements of the tail block past `cols` are not part of the tensor: they are ignored
 // and the GSE tail padding stays zero. Both directions are serial, so the block named
 // in an error does not depend on the thread count.
@@ -59,17 +60,17 @@ inline MxInt8Matrix to_mxint8(const GseMatrix& q,
         for (int i = 0; i < kMxBlock; ++i) {
           const int m = q.mantissa(r, g * kMxBlock + i);
           if ((m < 0 ? -m : m) > (127 >> shift))
-            detail::throw_bad_mx("to_mxint8", r, g,
-                                 "exponent " + std::to_string(e) +
-                                     " needs an E8M0 scale above 2^127 and mantissa " +
-                                     std::to_string(m) + " cannot absorb 2^" +
-                                     std::to_string(shift));
+            detail::throw_bad_mx(
+                "to_mxint8", r, g,
+                "exponent " + std::to_string(e) + " needs an E8M0 scale above 2^127 and mantissa " +
+                    std::to_string(m) + " cannot absorb 2^" + std::to_string(shift));
         }
         e = kMaxExponent;
       }
       block.scale = static_cast<std::uint8_t>(e + detail::kMxScaleOffset);
       for (int i = 0; i < kMxBlock; ++i)
-        block.elements[i] = static_cast<std::int8_t>(q.mantissa(r, g * kMxBlock + i) * (1 << shift));
+        block.elements[i] =
+            static_cast<std::int8_t>(q.mantissa(r, g * kMxBlock + i) * (1 << shift));
     }
   }
   return mx;
@@ -84,10 +85,11 @@ inline GseMatrix from_mxint8(const MxInt8Matrix& mx,
   for (std::int64_t r = 0; r < mx.rows(); ++r) {
     for (std::int64_t b = 0; b < mx.blocks_per_row(); ++b) {
       const MxInt8Block& block = mx.block(r, b);
-      if (block.scale == kE8M0Nan) detail::throw_bad_mx("from_mxint8", r, b, "the scale is NaN (0xFF)");
+      if (block.scale == kE8M0Nan)
+        detail::throw_bad_mx("from_mxint8", r, b, "the scale is NaN (0xFF)");
       const int n = static_cast<int>(std::min<std::int64_t>(kMxBlock, mx.cols() - b * kMxBlock));
       int e = static_cast<int>(block.scale) - detail::kMxScaleOffset;  // -133 .. 121
-      int shift = e < spec.exp_min() ? spec.exp_min() - e : 0;       // 0 .. 5
+      int shift = e < spec.exp_min() ? spec.exp_min() - e : 0;         // 0 .. 5
       int any_bits = 0;  // OR of all elements: the lowest set bit bounds the exact shift
       bool has_min = false;
       for (int i = 0; i < n; ++i) {
@@ -103,7 +105,8 @@ inline GseMatrix from_mxint8(const MxInt8Matrix& mx,
                                  ")");
       e += shift;
       q.exponent_row(r)[b] = static_cast<std::int8_t>(e);
-      for (int i = 0; i < n; ++i) q.set_mantissa(r, b * kMxBlock + i, block.elements[i] / (1 << shift));
+      for (int i = 0; i < n; ++i)
+        q.set_mantissa(r, b * kMxBlock + i, block.elements[i] / (1 << shift));
     }
   }
   return q;

@@ -38,8 +38,8 @@ GSQ_NAMESPACE_BEGIN
 namespace detail {
 
 [[noreturn]] GSQ_NOINLINE GSQ_COLD inline void throw_non_finite_nf4(const char* name,
-                                                                    std::int64_t r,
-                                                                    std::int64_t c, float v) {
+                                                                    std::int64_t r, std::int64_t c,
+                                                                    float v) {
   throw_error(ErrorCode::kNonFinite, std::string("tensor '") + name + "' holds " +
                                          (std::isnan(v) ? "NaN" : "Inf") + " at row " +
                                          std::to_string(r) + ", column " + std::to_string(c) +
@@ -66,7 +66,9 @@ inline void quantize_nf4_rows(MatrixView<const float> w, Nf4Matrix& out, float* 
     std::uint8_t* codes = out.code_row(r);
     float* amax = absmax + r * blocks;
     switch (isa) {
-      default: quant::kernels::reference::nf4_quantize_row(src, cols, codes, amax); break;
+      default:
+        quant::kernels::reference::nf4_quantize_row(src, cols, codes, amax);
+        break;
     }
   }
 }
@@ -89,7 +91,8 @@ inline void double_quantize_absmax(const float* absmax, std::int64_t n, Nf4Matri
     scales[j] = scale;
     for (std::int64_t i = i0; i < i1; ++i) {
       float q = 0.0f;
-      if (scale > 0.0f) q = std::clamp(std::nearbyint((absmax[i] - offset) / scale), -127.0f, 127.0f);
+      if (scale > 0.0f)
+        q = std::clamp(std::nearbyint((absmax[i] - offset) / scale), -127.0f, 127.0f);
       codes[i] = static_cast<std::int8_t>(q);
     }
   }
@@ -138,7 +141,9 @@ inline void decode_nf4_blocks(const Nf4Matrix& w, std::int64_t r, std::int64_t b
     const std::uint8_t* codes = w.code_row(r) + (block_begin + b0) * (kNf4Block / 2);
     float* dst = out + b0 * kNf4Block;
     switch (isa) {
-      default: quant::kernels::reference::nf4_decode_blocks(codes, absmax, nb, dst); break;
+      default:
+        quant::kernels::reference::nf4_decode_blocks(codes, absmax, nb, dst);
+        break;
     }
   }
 }

@@ -57,7 +57,8 @@ GSQ_ALWAYS_INLINE __m256 philox_uniform8(const PhiloxKeys8& keys, std::uint64_t 
   __m256i c0 = _mm256_add_epi32(base, iota);
   // Lanes whose low word wrapped (c0 < base, unsigned) carry into the high word.
   const __m256i sign = _mm256_set1_epi32(static_cast<int>(0x80000000u));
-  const __m256i carry = _mm256_cmpgt_epi32(_mm256_xor_si256(base, sign), _mm256_xor_si256(c0, sign));
+  const __m256i carry =
+      _mm256_cmpgt_epi32(_mm256_xor_si256(base, sign), _mm256_xor_si256(c0, sign));
   __m256i c1 = _mm256_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(index >> 32)));
   c1 = _mm256_sub_epi32(c1, carry);  // carry lanes are -1
   __m256i c2 = _mm256_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(stream)));
@@ -234,7 +235,8 @@ GSQ_ALWAYS_INLINE __m256i group_exponents8(__m256i acc, const GseQuantParams& p)
   const __m256i zero = _mm256_setzero_si256();
   const __m256i biased = _mm256_srli_epi32(acc, 23);
   const __m256i sub = _mm256_cmpeq_epi32(biased, zero);
-  const __m256 up = _mm256_mul_ps(_mm256_castsi256_ps(acc), _mm256_set1_ps(18446744073709551616.0f));
+  const __m256 up =
+      _mm256_mul_ps(_mm256_castsi256_ps(acc), _mm256_set1_ps(18446744073709551616.0f));
   const __m256i biased_up = _mm256_srli_epi32(_mm256_castps_si256(up), 23);
   const __m256i lg = _mm256_blendv_epi8(_mm256_sub_epi32(biased, _mm256_set1_epi32(127)),
                                         _mm256_sub_epi32(biased_up, _mm256_set1_epi32(191)), sub);
@@ -283,8 +285,8 @@ inline bool quantize_tile_transposed(const GseQuantParams& p, std::int64_t j0,
       }
     }
     const __m256i limit = _mm256_set1_epi32(0x7F7FFFFF);
-    const __m256i bad = _mm256_or_si256(_mm256_cmpgt_epi32(acc[0], limit),
-                                        _mm256_cmpgt_epi32(acc[1], limit));
+    const __m256i bad =
+        _mm256_or_si256(_mm256_cmpgt_epi32(acc[0], limit), _mm256_cmpgt_epi32(acc[1], limit));
     if (!_mm256_testz_si256(bad, bad)) return false;
     __m256 s1[2], s2[2];
     for (int h = 0; h < 2; ++h) {
@@ -342,10 +344,18 @@ inline bool quantize_gse_rows(const GseQuantParams& p, std::int64_t r0, std::int
     std::int8_t* dst = packed ? p.staging : p.mantissas + r * p.row_bytes;
     bool ok;
     switch (p.group) {
-      case 32: ok = quantize_row<32>(p, r, dst, keys); break;
-      case 64: ok = quantize_row<64>(p, r, dst, keys); break;
-      case 128: ok = quantize_row<128>(p, r, dst, keys); break;
-      default: ok = quantize_row<0>(p, r, dst, keys); break;
+      case 32:
+        ok = quantize_row<32>(p, r, dst, keys);
+        break;
+      case 64:
+        ok = quantize_row<64>(p, r, dst, keys);
+        break;
+      case 128:
+        ok = quantize_row<128>(p, r, dst, keys);
+        break;
+      default:
+        ok = quantize_row<0>(p, r, dst, keys);
+        break;
     }
     if (!ok) return false;
     if (packed) pack_nibbles(dst, p.groups * p.group, p.mantissas + r * p.row_bytes);
@@ -424,8 +434,8 @@ inline void dequantize_gse_rows(const GseDequantParams& p, std::int64_t r0,
         float* dst = p.dst + (c0 + c) * p.dst_stride + j0;
         const __m128i t = tile[c];
         const __m256 v0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(t)), s[0]);
-        const __m256 v1 = _mm256_mul_ps(
-            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(t, t))), s[1]);
+        const __m256 v1 =
+            _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(t, t))), s[1]);
         if (jn == kGseTileRows) {
           _mm256_storeu_ps(dst, v0);
           _mm256_storeu_ps(dst + kLanes, v1);

@@ -65,7 +65,8 @@ GSQ_ALWAYS_INLINE __m512 philox_uniform16(const PhiloxKeys16& keys, std::uint64_
                                           std::uint64_t index) noexcept {
   const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512i base_lo = _mm512_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(index)));
-  const __m512i base_hi = _mm512_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(index >> 32)));
+  const __m512i base_hi =
+      _mm512_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(index >> 32)));
   __m512i c0 = _mm512_add_epi32(base_lo, iota);
   const __mmask16 carry = _mm512_cmplt_epu32_mask(c0, base_lo);
   __m512i c1 = _mm512_mask_add_epi32(base_hi, carry, base_hi, _mm512_set1_epi32(1));
@@ -87,9 +88,9 @@ GSQ_ALWAYS_INLINE __m512 philox_uniform16(const PhiloxKeys16& keys, std::uint64_
 }
 
 GSQ_ALWAYS_INLINE __mmask16 lane_mask(std::int64_t n) noexcept {
-  return n >= kLanes ? static_cast<__mmask16>(0xFFFF)
-                     : (n <= 0 ? static_cast<__mmask16>(0)
-                               : static_cast<__mmask16>((1u << n) - 1u));
+  return n >= kLanes
+             ? static_cast<__mmask16>(0xFFFF)
+             : (n <= 0 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << n) - 1u));
 }
 
 /// The mantissas of 16 scaled values: RNE or floor(s + u), clamped to ±qmax. The clamp
@@ -225,8 +226,8 @@ inline void unpack_nibbles(const std::int8_t* packed, std::int64_t n, std::int8_
   const __m512i lo_mask = _mm512_set1_epi16(0x000F), hi_mask = _mm512_set1_epi16(0x0F00);
   const __m512i eight = _mm512_set1_epi8(8);
   for (; i + 64 <= n; i += 64) {
-    const __m512i x = _mm512_cvtepu8_epi16(
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(packed + i / 2)));
+    const __m512i x =
+        _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(packed + i / 2)));
     const __m512i w = _mm512_or_si512(_mm512_and_si512(x, lo_mask),
                                       _mm512_and_si512(_mm512_slli_epi16(x, 4), hi_mask));
     _mm512_storeu_si512(m + i, _mm512_sub_epi8(_mm512_xor_si512(w, eight), eight));
@@ -469,10 +470,18 @@ inline bool quantize_gse_rows(const GseQuantParams& p, std::int64_t r0, std::int
     std::int8_t* dst = packed ? p.staging : p.mantissas + r * p.row_bytes;
     bool ok;
     switch (p.group) {
-      case 32: ok = quantize_row<32>(p, r, dst, keys); break;
-      case 64: ok = quantize_row<64>(p, r, dst, keys); break;
-      case 128: ok = quantize_row<128>(p, r, dst, keys); break;
-      default: ok = quantize_row<0>(p, r, dst, keys); break;
+      case 32:
+        ok = quantize_row<32>(p, r, dst, keys);
+        break;
+      case 64:
+        ok = quantize_row<64>(p, r, dst, keys);
+        break;
+      case 128:
+        ok = quantize_row<128>(p, r, dst, keys);
+        break;
+      default:
+        ok = quantize_row<0>(p, r, dst, keys);
+        break;
     }
     if (!ok) return false;
     if (packed) pack_nibbles(dst, p.groups * p.group, p.mantissas + r * p.row_bytes);
@@ -495,7 +504,8 @@ inline void dequantize_tile_group(const GseDequantParams& p, std::int64_t j0, st
   alignas(64) std::int8_t tile[16 * 256];
   alignas(64) std::int32_t e32[16];
   for (int j = 0; j < kLanes; ++j) e32[j] = j < jn ? p.exponents[(j0 + j) * p.groups + g] : 0;
-  const __m512 s = _mm512_scalef_ps(_mm512_set1_ps(1.0f), _mm512_cvtepi32_ps(_mm512_load_si512(e32)));
+  const __m512 s =
+      _mm512_scalef_ps(_mm512_set1_ps(1.0f), _mm512_cvtepi32_ps(_mm512_load_si512(e32)));
   const __m512i lo_mask = _mm512_set1_epi16(0x000F), hi_mask = _mm512_set1_epi16(0x0F00);
   const __m512i eight = _mm512_set1_epi8(8);
   for (int j = 0; j < kLanes; ++j) {
@@ -509,9 +519,9 @@ inline void dequantize_tile_group(const GseDequantParams& p, std::int64_t j0, st
           bytes = _mm512_maskz_loadu_epi8(valid, p.mantissas + (j0 + j) * p.row_bytes + c0 + b);
         } else {
           // 32 packed bytes → 64 sign-extended nibbles (see unpack_nibbles).
-          const __m256i packed = _mm256_maskz_loadu_epi8(
-              static_cast<__mmask32>(byte_mask((group - b) / 2)),
-              p.mantissas + (j0 + j) * p.row_bytes + (c0 + b) / 2);
+          const __m256i packed =
+              _mm256_maskz_loadu_epi8(static_cast<__mmask32>(byte_mask((group - b) / 2)),
+                                      p.mantissas + (j0 + j) * p.row_bytes + (c0 + b) / 2);
           const __m512i x = _mm512_cvtepu8_epi16(packed);
           const __m512i w = _mm512_or_si512(_mm512_and_si512(x, lo_mask),
                                             _mm512_and_si512(_mm512_slli_epi16(x, 4), hi_mask));
@@ -569,7 +579,8 @@ inline void dequantize_gse_rows(const GseDequantParams& p, std::int64_t r0,
   for (std::int64_t j0 = r0; j0 < r1; j0 += kGseTileRows) {
     const std::int64_t jn = std::min<std::int64_t>(kLanes, r1 - j0);
     for (std::int64_t j = 0; j < jn; ++j)
-      unpack_nibbles(p.mantissas + (j0 + j) * p.row_bytes, padded_cols, p.staging + j * padded_cols);
+      unpack_nibbles(p.mantissas + (j0 + j) * p.row_bytes, padded_cols,
+                     p.staging + j * padded_cols);
     for (std::int64_t g = 0; g < p.groups; ++g) dequantize_tile_group(p, j0, jn, g, p.staging);
   }
 }

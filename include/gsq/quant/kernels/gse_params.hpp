@@ -23,9 +23,9 @@ inline constexpr int kGseTileRows = 16;
 struct GseQuantParams {
   const float* src = nullptr;  // source [src_rows, src_cols], row stride src_stride
   std::int64_t src_stride = 0;
-  std::int64_t src_cols = 0;   // the source's column count (for SR indices)
-  std::int64_t rows = 0;       // output rows (transpose ? src_cols : src_rows)
-  std::int64_t cols = 0;       // output columns (transpose ? src_rows : src_cols)
+  std::int64_t src_cols = 0;  // the source's column count (for SR indices)
+  std::int64_t rows = 0;      // output rows (transpose ? src_cols : src_rows)
+  std::int64_t cols = 0;      // output columns (transpose ? src_rows : src_cols)
   bool transpose = false;
   int bits = 8, group = 32, exp_min = -128, exp_max = 127;
   bool stochastic = false;
@@ -33,7 +33,7 @@ struct GseQuantParams {
   std::int8_t* mantissas = nullptr;  // GseMatrix storage
   std::int64_t row_bytes = 0;
   std::int8_t* exponents = nullptr;
-  std::int64_t groups = 0;           // groups per output row
+  std::int64_t groups = 0;  // groups per output row
   // Packed formats (bits <= 4): one int8 per element is written here first, then packed.
   // Holds padded_cols bytes (transpose = false) or kGseTileRows · padded_cols (true).
   std::int8_t* staging = nullptr;
@@ -47,10 +47,10 @@ struct GseDequantParams {
   std::int64_t rows = 0, cols = 0;  // of the GseMatrix
   int group = 32;
   bool packed = false;
-  bool transpose = false;           // dst is [cols, rows] instead of [rows, cols]
+  bool transpose = false;  // dst is [cols, rows] instead of [rows, cols]
   float* dst = nullptr;
   std::int64_t dst_stride = 0;
-  std::int8_t* staging = nullptr;   // packed: as GseQuantParams::staging
+  std::int8_t* staging = nullptr;  // packed: as GseQuantParams::staging
 };
 
 /// Bytes of scratch a kernel call needs for matrices with `padded_cols` columns.
@@ -76,8 +76,8 @@ constexpr int gse_exponent(std::uint32_t amax_bits, int bits, int exp_min, int e
 
 /// 2^k exactly, for k in [-149, 127] (subnormal below -126).
 inline float pow2f(int k) noexcept {
-  const std::uint32_t bits = k >= -126 ? static_cast<std::uint32_t>(k + 127) << 23
-                                       : std::uint32_t{1} << (k + 149);
+  const std::uint32_t bits =
+      k >= -126 ? static_cast<std::uint32_t>(k + 127) << 23 : std::uint32_t{1} << (k + 149);
   float f;
   std::memcpy(&f, &bits, sizeof f);
   return f;

@@ -78,8 +78,8 @@ inline void nf4_quantize_row(const float* src, std::int64_t cols, std::uint8_t* 
 }
 
 /// Decodes `nblocks` whole blocks: out[64·b + i] = codebook[code] · absmax[b].
-inline void nf4_decode_blocks(const std::uint8_t* codes, const float* absmax,
-                              std::int64_t nblocks, float* out) noexcept {
+inline void nf4_decode_blocks(const std::uint8_t* codes, const float* absmax, std::int64_t nblocks,
+                              float* out) noexcept {
   for (std::int64_t b = 0; b < nblocks; ++b) {
     const float a = absmax[b];
     const std::uint8_t* in = codes + b * (kNf4Block / 2);
