@@ -87,6 +87,35 @@ TEST_SUITE("gemm") {
     }
   }
 
+  TEST_CASE("gemm: the AVX2 path without AVX-VNNI matches reference") {
+    // vpmaddubsw / vpmaddwd with the sign trick instead of {vex} vpdpbusd.
+    if (!gsq::is_isa_supported(gsq::Isa::kAvx2)) {
+      MESSAGE("skipping: AVX2 not supported here");
+      return;
+    }
+    auto& mode = gsq::gemm::kernels::avx2::vnni_override();
+    for (int vnni : {0, 1}) {
+      if (vnni == 1 && !gsq::cpu_features().avx_vnni) {
+        MESSAGE("skipping the AVX-VNNI variant: CPU lacks avx_vnni");
+        continue;
+      }
+      CAPTURE(vnni);
+      mode.store(vnni);
+      gsq::ScopedIsa scope(gsq::Isa::kAvx2);
+      std::uint64_t seed = 70;
+      for (auto [ab, bb] : {std::pair{8, 8}, std::pair{8, 4}, std::pair{5, 6}}) {
+        const gsq::GseMatrix a = random_gse(13, 300, {ab, 32, 8}, seed++);
+        const gsq::GseMatrix b = random_gse(50, 300, {bb, 32, 8}, seed++);
+        const Tensor<float> c0 = random_c(13, 50, seed);
+        for (GemmOptions o : {GemmOptions{}, GemmOptions{2.0f, true}}) {
+          const Tensor<float> want = reference_product(a, BOperand::gse(b), c0, o);
+          CHECK(same_bits(engine_product(a, BOperand::gse(b), c0, o), want));
+        }
+      }
+    }
+    mode.store(-1);
+  }
+
   TEST_CASE("gemm: five-bit exponents match reference") {
     const gsq::GseMatrix a = random_gse(21, 200, {8, 32, 5}, 7, 1e6f);
     const gsq::GseMatrix b = random_gse(50, 200, {6, 32, 5}, 8, 1e-7f);

@@ -12,6 +12,8 @@
 #include "gsq/core/config.hpp"
 #include "gsq/core/isa.hpp"
 #include "gsq/format/gse.hpp"
+#include "gsq/gemm/kernels/avx2.hpp"
+#include "gsq/gemm/kernels/avx2_pack.hpp"
 #include "gsq/gemm/kernels/avx512_vnni.hpp"
 #include "gsq/gemm/kernels/avx512_vnni_pack.hpp"
 #include "gsq/gemm/kernels/reference.hpp"
@@ -44,8 +46,7 @@ inline PathTable path_table(Isa isa) noexcept {
       return {isa, &kernels::avx512_vnni::gemm_kernel, &kernels::avx512_vnni::pack_a,
               &kernels::avx512_vnni::pack_b};
     case Isa::kAvx2:
-      // TODO(gemm): AVX2 kernel; until then the portable one.
-      return {isa, &kernels::reference::gemm_kernel, &pack_a_reference, &pack_b_reference};
+      return {isa, &kernels::avx2::gemm_kernel, &kernels::avx2::pack_a, &kernels::avx2::pack_b};
     case Isa::kReference: break;
   }
 #endif

@@ -111,19 +111,56 @@ GSQ_ALWAYS_INLINE __m512i encode16(__m512 x, __m512 neg_e, __m512 qmax) noexcept
   return _mm512_cvt_roundps_epi32(clamped, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
-/// 16 NF4 values from 16 codes (bytes 0..15 of `codes`) times per-lane absmax.
-GSQ_ALWAYS_INLINE __m512 nf4_decode16(__m128i codes, __m512 absmax) noexcept {
+/// 16 NF4 values: codes k .. k+15 of a code row (k even) times `absmax`; lanes outside
+/// `valid` are zero. vpermps reads only the low 4 bits of each index, so the high nibble
+/// needs a shift and the low one nothing.
+GSQ_ALWAYS_INLINE __m512 nf4_decode16(const std::uint8_t* codes, std::int64_t k, __m512 absmax,
+                                      __mmask16 valid) noexcept {
+  const __m128i b8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + k / 2));
+  const __m512i idx = _mm512_srlv_epi32(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(b8, b8)),
+                                        _mm512_set_epi32(4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0));
   const __m512 book = _mm512_loadu_ps(kNf4Codebook.data());
-  return _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_cvtepu8_epi32(codes), book), absmax);
+  return _mm512_maskz_mul_ps(valid, _mm512_permutexvar_ps(idx, book), absmax);
 }
 
-/// 64 NF4 codes (one per byte, element order) from 32 packed bytes.
-GSQ_ALWAYS_INLINE __m512i nf4_codes64(const std::uint8_t* p, std::int64_t avail_bytes) noexcept {
-  const __m256i packed = _mm256_maskz_loadu_epi8(byte_mask32(avail_bytes), p);
-  const __m512i w = _mm512_cvtepu8_epi16(packed);
-  const __m512i lo = _mm512_and_si512(w, _mm512_set1_epi16(0x0F));
-  const __m512i hi = _mm512_and_si512(_mm512_slli_epi16(w, 4), _mm512_set1_epi16(0x0F00));
-  return _mm512_or_si512(lo, hi);
+/// Per-lane absmax for NF4 values k .. k+15 of one stored row (blocks of 64 along it).
+GSQ_ALWAYS_INLINE __m512 nf4_absmax16(const float* absmax, std::int64_t blocks, std::int64_t k) noexcept {
+  const std::int64_t blk = k / kNf4Block;
+  const std::int64_t split = (blk + 1) * kNf4Block - k;  // lanes before the next block
+  __m512 a = _mm512_set1_ps(absmax[blk]);
+  if (split < 16 && blk + 1 < blocks) a = _mm512_mask_mov_ps(a, static_cast<__mmask16>(~lane_mask(split)), _mm512_set1_ps(absmax[blk + 1]));
+  return a;
+}
+
+/// Encodes one k-group of 16 columns held as `rows_in` decoded float vectors at `xg`
+/// (row i at xg + 16·i) with `amax` their elementwise max magnitude: writes the quads
+/// of slab j, its correction and its exponents into record `rec`. Four k rows merge into
+/// one quad per column with two saturating packs and a byte shuffle (values are already
+/// clamped to ±qmax, so saturation never triggers).
+GSQ_ALWAYS_INLINE void encode_vertical(const float* xg, std::int64_t rows_in, __m512 amax,
+                                       __mmask16 cols_ok, const BSourceView& s,
+                                       const PanelGeometry& geo, int j, std::int8_t* rec) noexcept {
+  const __m512i ev = group_exponents(amax, s.bits, s.exp_min, s.exp_max);
+  const __m512 neg_e = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_setzero_si512(), ev));
+  const __m512 qmax = _mm512_set1_ps(static_cast<float>((1 << (s.bits - 1)) - 1));
+  const __m512i order = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
+  const __m512i u128 = _mm512_set1_epi8(static_cast<char>(0x80));
+  __m512i sum = _mm512_setzero_si512();
+  for (int q = 0; q < geo.quads; ++q) {
+    __m512i m[4];
+    for (int b = 0; b < 4; ++b) {
+      const std::int64_t i = q * 4 + b;
+      m[b] = i < rows_in ? encode16(_mm512_load_ps(xg + i * 16), neg_e, qmax) : _mm512_setzero_si512();
+    }
+    const __m512i bytes = _mm512_packs_epi16(_mm512_packs_epi32(m[0], m[1]), _mm512_packs_epi32(m[2], m[3]));
+    const __m512i quad = _mm512_shuffle_epi8(bytes, order);
+    _mm512_store_si512(reinterpret_cast<void*>(rec + q * geo.nr * 4 + j * 64), quad);
+    sum = _mm512_dpbusd_epi32(sum, u128, quad);
+  }
+  _mm512_store_si512(reinterpret_cast<void*>(rec + geo.b_data_bytes() + j * 64),
+                     _mm512_sub_epi32(_mm512_setzero_si512(), sum));
+  _mm512_store_ps(reinterpret_cast<float*>(rec + geo.b_data_bytes() + geo.nr * 4) + j * 16,
+                  _mm512_maskz_mov_ps(cols_ok, _mm512_cvtepi32_ps(ev)));
 }
 
 /// Packs the horizontal source rows[0..16) (k-contiguous int8 or nibble rows, element
@@ -163,32 +200,6 @@ GSQ_ALWAYS_INLINE void write_corrections(const PanelGeometry& geo, std::int64_t 
                                   _mm512_load_si512(reinterpret_cast<const void*>(rec + q * geo.nr * 4 + j * 64)));
       _mm512_store_si512(reinterpret_cast<void*>(rec + geo.b_data_bytes() + j * 64),
                          _mm512_sub_epi32(_mm512_setzero_si512(), sum));
-    }
-  }
-}
-
-/// Re-encodes one row segment of `count` decoded floats (from `x`) into groups of G:
-/// int8 mantissas to `m` (count rounded up to whole groups, zero padded), exponents to
-/// `e` (one per group).
-GSQ_ALWAYS_INLINE void encode_row_groups(const float* x, std::int64_t count, const PanelGeometry& geo,
-                                         const BSourceView& s, std::int8_t* m, float* e) noexcept {
-  const std::int64_t groups = (count + geo.group - 1) / geo.group;
-  const __m512 qmax = _mm512_set1_ps(static_cast<float>((1 << (s.bits - 1)) - 1));
-  const __m512 sign_off = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
-  for (std::int64_t g = 0; g < groups; ++g) {
-    const std::int64_t k0 = g * geo.group;
-    const std::int64_t n = std::min<std::int64_t>(geo.group, count - k0);
-    __m512 amax = _mm512_setzero_ps();
-    for (std::int64_t i = 0; i < n; i += 16)
-      amax = _mm512_max_ps(amax, _mm512_and_ps(_mm512_maskz_loadu_ps(lane_mask(n - i), x + k0 + i), sign_off));
-    const float a = _mm512_reduce_max_ps(amax);
-    const __m512i ev = group_exponents(_mm512_set1_ps(a), s.bits, s.exp_min, s.exp_max);
-    const __m512 neg_e = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_setzero_si512(), ev));
-    e[g] = static_cast<float>(_mm_cvtsi128_si32(_mm512_castsi512_si128(ev)));
-    for (std::int64_t i = 0; i < geo.group; i += 16) {
-      const __mmask16 mk = lane_mask(n - i);
-      const __m512i q = encode16(_mm512_maskz_loadu_ps(mk, x + k0 + i), neg_e, qmax);
-      _mm_mask_storeu_epi8(m + k0 + i, lane_mask(geo.group - i), _mm512_cvtepi32_epi8(_mm512_maskz_mov_epi32(mk, q)));
     }
   }
 }
@@ -276,99 +287,67 @@ inline void pack_b(const BSourceView& s, const PanelGeometry& geo, std::int64_t 
   const std::int64_t groups = g1 - g0;
   const std::int64_t rec = geo.b_record_bytes();
   const std::int64_t k0 = g0 * geo.group;
-  const std::int64_t k_end = std::min(g1 * geo.group, s.cols);  // real k in this block
   const int slabs = geo.nr / 16;
 
-  if (s.kind == BSourceView::Kind::kGse || s.kind == BSourceView::Kind::kNf4) {
-    // Horizontal: B's rows are stored k-contiguous.
-    const bool from_nf4 = s.kind == BSourceView::Kind::kNf4;
-    // NF4: decode + re-encode each row into int8 staging rows [16][kbytes] first.
-    const std::int64_t kbytes = groups * geo.group;
-    const std::int64_t stage_stride = (kbytes + 63) / 64 * 64;
-    auto* stage = reinterpret_cast<std::int8_t*>(scratch);
-    float* xrow = scratch + 16 * stage_stride / 4;  // decoded floats of one row
-    float* erow = xrow + stage_stride + 64;         // exponents of one row
+  if (s.kind == BSourceView::Kind::kGse) {
+    // As stored: transpose 16 rows × 16 quads at a time; exponents copied.
     for (int j = 0; j < slabs; ++j) {
       const std::int8_t* rows[16];
       for (int i = 0; i < 16; ++i) {
         const std::int64_t n = n0 + j * 16 + i;
-        if (n >= s.rows) {
-          rows[i] = nullptr;
-          for (std::int64_t g = 0; g < groups; ++g) exps_of(out + g * rec, geo)[j * 16 + i] = 0.0f;
-          continue;
-        }
-        if (!from_nf4) {
-          rows[i] = s.mant + n * s.mant_stride;
-          for (std::int64_t g = 0; g < groups; ++g)
-            exps_of(out + g * rec, geo)[j * 16 + i] = static_cast<float>(s.exps[n * s.exp_stride + g0 + g]);
-          continue;
-        }
-        // Decode k in [k0, k_end) of row n: NF4 blocks of 64 (k0 is a multiple of 4, so
-        // start at the enclosing block and skip).
-        const std::int64_t b_first = k0 / kNf4Block, b_last = (k_end - 1) / kNf4Block;
-        const std::uint8_t* codes = s.codes + n * s.code_stride;
-        const float* absmax = s.absmax + n * s.absmax_stride;
-        for (std::int64_t b = b_first; b <= b_last; ++b) {
-          const __m512i c64 = nf4_codes64(codes + b * 32, 32);
-          const __m512 am = _mm512_set1_ps(absmax[b]);
-          for (int v = 0; v < 4; ++v) {
-            const std::int64_t k = b * kNf4Block + v * 16;  // first element of this vector
-            const __m128i c16 = v == 0 ? _mm512_extracti32x4_epi32(c64, 0)
-                                : v == 1 ? _mm512_extracti32x4_epi32(c64, 1)
-                                : v == 2 ? _mm512_extracti32x4_epi32(c64, 2)
-                                         : _mm512_extracti32x4_epi32(c64, 3);
-            const __m512 xv = nf4_decode16(c16, am);
-            // Store the lanes that fall in [k0, k_end), at xrow[k − k0].
-            const std::int64_t lo = std::max<std::int64_t>(k, k0), hi = std::min<std::int64_t>(k + 16, k_end);
-            if (lo >= hi) continue;
-            const __mmask16 mk = static_cast<__mmask16>(lane_mask(hi - k) & ~lane_mask(lo - k));
-            _mm512_mask_storeu_ps(xrow + (k - k0), mk, xv);
-          }
-        }
-        std::int8_t* srow = stage + i * stage_stride;
-        encode_row_groups(xrow, k_end - k0, geo, s, srow, erow);
-        for (std::int64_t g = 0; g < groups; ++g) exps_of(out + g * rec, geo)[j * 16 + i] = erow[g];
-        // Zero the staging tail so whole quads read zeros past K.
-        for (std::int64_t c = (k_end - k0 + geo.group - 1) / geo.group * geo.group; c < kbytes; ++c) srow[c] = 0;
-        rows[i] = srow;
+        const bool valid = n < s.rows;
+        rows[i] = valid ? s.mant + n * s.mant_stride : nullptr;
+        for (std::int64_t g = 0; g < groups; ++g)
+          exps_of(out + g * rec, geo)[j * 16 + i] =
+              valid ? static_cast<float>(s.exps[n * s.exp_stride + g0 + g]) : 0.0f;
       }
-      if (from_nf4) {
-        transpose_slab(rows, false, 0, kbytes, groups * geo.quads, geo, j, out);
-      } else {
-        // Stored mantissas run to the padded row end; read whole groups from k0.
-        transpose_slab(rows, s.src_bits <= 4, k0, groups * geo.group, groups * geo.quads, geo, j, out);
-      }
+      transpose_slab(rows, s.src_bits <= 4, k0, groups * geo.group, groups * geo.quads, geo, j, out);
     }
     write_corrections(geo, groups, out);
     return;
   }
 
-  // Vertical: B's rows are the stored tensor's columns; k runs down stored rows.
-  const __m512 qmax = _mm512_set1_ps(static_cast<float>((1 << (s.bits - 1)) - 1));
+  // Regrouping: decode one k-group of 16 columns into xg ([G][16] floats, k-major), then
+  // encode it vertically.
   const __m512 sign_off = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
-  float* xg = scratch;  // one group of decoded rows: [G][nr] floats
+  float* xg = scratch;
   for (std::int64_t g = 0; g < groups; ++g) {
     std::int8_t* r = out + g * rec;
     const std::int64_t kg = k0 + g * geo.group;
-    const std::int64_t rows_in = std::max<std::int64_t>(0, std::min<std::int64_t>(geo.group, s.cols - kg));
+    const std::int64_t rows_in = std::min<std::int64_t>(geo.group, s.cols - kg);
     for (int j = 0; j < slabs; ++j) {
       const std::int64_t nj = n0 + j * 16;
       const __mmask16 cols_ok = lane_mask(s.rows - nj);
-      // Decode rows kg .. kg + rows_in − 1 of columns nj .. nj + 15.
       __m512 amax = _mm512_setzero_ps();
-      if (s.kind == BSourceView::Kind::kNf4Transposed) {
-        const std::int64_t blk = nj / kNf4Block;
-        const std::int64_t boundary = (blk + 1) * kNf4Block;  // first column of block blk+1
-        const __mmask16 second = static_cast<__mmask16>(~lane_mask(boundary - nj));
-        const bool has_second = (second & cols_ok) != 0;
+      if (s.kind == BSourceView::Kind::kNf4) {
+        // B's rows are NF4 rows: decode 16 rows × 16 k, transpose to k-major.
+        for (std::int64_t kk = 0; kk < rows_in; kk += 16) {
+          const __mmask16 k_ok = lane_mask(rows_in - kk);
+          __m512i v[16];
+          for (int i = 0; i < 16; ++i) {
+            const std::int64_t n = nj + i;
+            if (n >= s.rows) {
+              v[i] = _mm512_setzero_si512();
+              continue;
+            }
+            const std::int64_t k = kg + kk;
+            v[i] = _mm512_castps_si512(nf4_decode16(s.codes + n * s.code_stride, k,
+                                                    nf4_absmax16(s.absmax + n * s.absmax_stride, s.absmax_stride, k), k_ok));
+          }
+          transpose16x16(v);
+          const std::int64_t nk = std::min<std::int64_t>(16, rows_in - kk);
+          for (int i = 0; i < nk; ++i) {
+            const __m512 x = _mm512_castsi512_ps(v[i]);
+            _mm512_store_ps(xg + (kk + i) * 16, x);
+            amax = _mm512_max_ps(amax, _mm512_and_ps(x, sign_off));
+          }
+        }
+      } else if (s.kind == BSourceView::Kind::kNf4Transposed) {
+        // B's rows are NF4 columns: 16 columns of one stored row share one block scale.
         for (std::int64_t i = 0; i < rows_in; ++i) {
           const std::int64_t k = kg + i;
-          const std::uint8_t* codes = s.codes + k * s.code_stride + nj / 2;
-          const __m512i c64 = nf4_codes64(codes, std::min<std::int64_t>(8, (s.rows - nj + 1) / 2));
-          const float* am = s.absmax + k * s.absmax_stride;
-          __m512 amv = _mm512_set1_ps(am[blk]);
-          if (has_second) amv = _mm512_mask_mov_ps(amv, second, _mm512_set1_ps(am[blk + 1]));
-          const __m512 x = _mm512_maskz_mov_ps(cols_ok, nf4_decode16(_mm512_castsi512_si128(c64), amv));
+          const __m512 x = nf4_decode16(s.codes + k * s.code_stride, nj,
+                                        _mm512_set1_ps(s.absmax[k * s.absmax_stride + nj / kNf4Block]), cols_ok);
           _mm512_store_ps(xg + i * 16, x);
           amax = _mm512_max_ps(amax, _mm512_and_ps(x, sign_off));
         }
@@ -378,46 +357,21 @@ inline void pack_b(const BSourceView& s, const PanelGeometry& geo, std::int64_t 
         alignas(64) std::int32_t idxs[16];
         for (int l = 0; l < 16; ++l) idxs[l] = static_cast<int>((nj + l) / s.src_group - base);
         const __m512i eidx = _mm512_load_si512(reinterpret_cast<const void*>(idxs));
-        const std::int64_t src_groups = s.exp_stride;
+        const __mmask16 exp_ok = lane_mask(s.exp_stride - base);
         const bool nib = s.src_bits <= 4;
         for (std::int64_t i = 0; i < rows_in; ++i) {
           const std::int64_t k = kg + i;
           const std::int8_t* mrow = s.mant + k * s.mant_stride;
-          __m512i m32;
-          if (!nib) {
-            m32 = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(cols_ok, mrow + nj));
-          } else {
-            const __m512i m64 = load_mantissas64(mrow, true, nj, std::max<std::int64_t>(0, s.rows - nj));
-            m32 = _mm512_cvtepi8_epi32(_mm512_castsi512_si128(m64));
-          }
-          const __m512i e16 = _mm512_cvtepi8_epi32(
-              _mm_maskz_loadu_epi8(lane_mask(src_groups - base), s.exps + k * s.exp_stride + base));
+          const __m128i m8 = nib ? _mm512_castsi512_si128(load_mantissas64(mrow, true, nj, s.rows - nj))
+                                 : _mm_maskz_loadu_epi8(cols_ok, mrow + nj);
+          const __m512i e16 = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(exp_ok, s.exps + k * s.exp_stride + base));
           const __m512 ev = _mm512_cvtepi32_ps(_mm512_permutexvar_epi32(eidx, e16));
-          const __m512 x = _mm512_maskz_mov_ps(cols_ok, _mm512_scalef_ps(_mm512_cvtepi32_ps(m32), ev));
+          const __m512 x = _mm512_maskz_scalef_ps(cols_ok, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(m8)), ev);
           _mm512_store_ps(xg + i * 16, x);
           amax = _mm512_max_ps(amax, _mm512_and_ps(x, sign_off));
         }
       }
-      // Encode the group per column and merge four k rows into each 4-byte quad.
-      const __m512i ev = group_exponents(amax, s.bits, s.exp_min, s.exp_max);
-      const __m512 neg_e = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_setzero_si512(), ev));
-      const __m512i byte = _mm512_set1_epi32(0xFF);
-      __m512i sum = _mm512_setzero_si512();
-      for (int q = 0; q < geo.quads; ++q) {
-        __m512i quad = _mm512_setzero_si512();
-        for (int b = 0; b < 4; ++b) {
-          const std::int64_t i = q * 4 + b;
-          if (i >= rows_in) break;
-          const __m512i m = encode16(_mm512_load_ps(xg + i * 16), neg_e, qmax);
-          sum = _mm512_add_epi32(sum, m);
-          quad = _mm512_or_si512(quad, _mm512_slli_epi32(_mm512_and_si512(m, byte), 8 * b));
-        }
-        _mm512_store_si512(reinterpret_cast<void*>(r + q * geo.nr * 4 + j * 64), quad);
-      }
-      _mm512_store_si512(reinterpret_cast<void*>(r + geo.b_data_bytes() + j * 64),
-                         _mm512_mullo_epi32(sum, _mm512_set1_epi32(-128)));
-      const __m512 ef = _mm512_maskz_mov_ps(cols_ok, _mm512_cvtepi32_ps(ev));
-      _mm512_store_ps(exps_of(r, geo) + j * 16, ef);
+      encode_vertical(xg, rows_in, amax, cols_ok, s, geo, j, r);
     }
   }
 }
