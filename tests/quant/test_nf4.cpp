@@ -146,17 +146,19 @@ TEST_SUITE("quant") {
   TEST_CASE("nf4: non-finite input names the tensor row and column") {
     gsq::Tensor<float> w = gsq::test::random_matrix(4, 100, 3);
     w(2, 77) = std::numeric_limits<float>::quiet_NaN();
-    try {
-      (void)gsq::quantize_nf4(w, false, gsq::MemoryCategory::kWeights, "layers.0.wq");
-      FAIL("expected a FormatError");
-    } catch (const gsq::FormatError& e) {
-      CHECK(e.code() == gsq::ErrorCode::kNonFinite);
-      const std::string what = e.what();
-      CHECK(what.find("layers.0.wq") != std::string::npos);
-      CHECK(what.find("row 2") != std::string::npos);
-      CHECK(what.find("column 77") != std::string::npos);
-      CHECK(what.find("NaN") != std::string::npos);
-    }
+    gsq::test::for_each_isa([&](gsq::Isa) {
+      try {
+        (void)gsq::quantize_nf4(w, false, gsq::MemoryCategory::kWeights, "layers.0.wq");
+        FAIL("expected a FormatError");
+      } catch (const gsq::FormatError& e) {
+        CHECK(e.code() == gsq::ErrorCode::kNonFinite);
+        const std::string what = e.what();
+        CHECK(what.find("layers.0.wq") != std::string::npos);
+        CHECK(what.find("row 2") != std::string::npos);
+        CHECK(what.find("column 77") != std::string::npos);
+        CHECK(what.find("NaN") != std::string::npos);
+      }
+    });
     w(2, 77) = -std::numeric_limits<float>::infinity();
     CHECK_THROWS_AS(gsq::quantize_nf4(w, true), gsq::FormatError);
   }
@@ -208,6 +210,10 @@ TEST_SUITE("quant") {
         gsq::test::for_each_isa([&](gsq::Isa) {
           const gsq::Nf4Matrix q = gsq::quantize_nf4(w, true);
           REQUIRE(same_codes(q, ref));
+          // The in-place form over a used matrix gives the same bits.
+          gsq::Nf4Matrix reused = gsq::quantize_nf4(gsq::test::random_matrix(5, n, 1), true);
+          gsq::quantize_nf4(w, reused);
+          REQUIRE(same_codes(reused, ref));
           gsq::Tensor<float> out({5, n});
           gsq::dequantize_nf4(ref, out);
           REQUIRE(gsq::test::bitwise_equal(out.data(), ref_out.data(), out.numel()));
@@ -219,6 +225,27 @@ TEST_SUITE("quant") {
         });
       }
     }
+  }
+
+  TEST_CASE("nf4: values on and beside every threshold get the same code on every path") {
+    // Block absmax 1, so w / absmax is exactly the threshold or its neighbour.
+    const auto& t = gsq::quant::kernels::nf4_thresholds();
+    gsq::Tensor<float> w({3, kNf4Block});
+    for (std::int64_t r = 0; r < 3; ++r) {
+      w(r, 0) = (r == 1 ? -1.0f : 1.0f);
+      for (std::int64_t c = 1; c < kNf4Block; ++c) {
+        const float x = t[static_cast<std::size_t>((c - 1) % 15)];
+        w(r, c) = r == 0 ? x : (r == 1 ? std::nextafter(x, -2.0f) : std::nextafter(x, 2.0f));
+      }
+    }
+    gsq::Nf4Matrix ref;
+    {
+      gsq::ScopedIsa scope(gsq::Isa::kReference);
+      ref = gsq::quantize_nf4(w);
+    }
+    for (std::int64_t r = 0; r < 3; ++r)
+      for (std::int64_t c = 0; c < kNf4Block; ++c) REQUIRE(is_nearest(w(r, c), ref.code(r, c)));
+    gsq::test::for_each_isa([&](gsq::Isa) { CHECK(same_codes(gsq::quantize_nf4(w), ref)); });
   }
 
   TEST_CASE("nf4: one thread and two threads give the same bits") {

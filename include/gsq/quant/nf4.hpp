@@ -31,6 +31,8 @@
 #include "gsq/core/parallel.hpp"
 #include "gsq/core/tensor.hpp"
 #include "gsq/format/nf4.hpp"
+#include "gsq/quant/kernels/nf4_avx2.hpp"
+#include "gsq/quant/kernels/nf4_avx512.hpp"
 #include "gsq/quant/kernels/nf4_reference.hpp"
 
 GSQ_NAMESPACE_BEGIN
@@ -52,23 +54,33 @@ inline std::int64_t nf4_row_grain(std::int64_t cols) noexcept {
 }
 
 /// Codes and absmaxes of rows [r0, r1) of `w` on the given path; throws on non-finite
-/// input (checked per row before any kernel runs).
+/// input (the SIMD kernels detect it on the way, the reference checks first).
 inline void quantize_nf4_rows(MatrixView<const float> w, Nf4Matrix& out, float* absmax,
                               std::int64_t r0, std::int64_t r1, Isa isa, const char* name) {
   const std::int64_t cols = w.cols();
   const std::int64_t blocks = out.blocks_per_row();
   for (std::int64_t r = r0; r < r1; ++r) {
     const float* src = w.row(r);
-    if (GSQ_UNLIKELY(!quant::kernels::reference::all_finite(src, cols))) {
-      for (std::int64_t c = 0; c < cols; ++c)
-        if (!std::isfinite(src[c])) throw_non_finite_nf4(name, r, c, src[c]);
-    }
     std::uint8_t* codes = out.code_row(r);
     float* amax = absmax + r * blocks;
+    bool ok;
     switch (isa) {
-      default:
-        quant::kernels::reference::nf4_quantize_row(src, cols, codes, amax);
+#if GSQ_HAVE_X86_SIMD
+      case Isa::kAvx512Vnni:
+        ok = quant::kernels::avx512::nf4_quantize_row(src, cols, codes, amax);
         break;
+      case Isa::kAvx2:
+        ok = quant::kernels::avx2::nf4_quantize_row(src, cols, codes, amax);
+        break;
+#endif
+      default:
+        ok = quant::kernels::reference::all_finite(src, cols);
+        if (ok) quant::kernels::reference::nf4_quantize_row(src, cols, codes, amax);
+        break;
+    }
+    if (GSQ_UNLIKELY(!ok)) {
+      for (std::int64_t c = 0; c < cols; ++c)
+        if (!std::isfinite(src[c])) throw_non_finite_nf4(name, r, c, src[c]);
     }
   }
 }
@@ -100,21 +112,24 @@ inline void double_quantize_absmax(const float* absmax, std::int64_t n, Nf4Matri
 
 }  // namespace detail
 
-/// Quantizes a [rows, cols] weight to NF4 on the selected ISA path; `name` is used in
-/// error messages. Deterministic and identical for every path and thread count.
-inline Nf4Matrix quantize_nf4(MatrixView<const float> w, bool double_quant = false,
-                              MemoryCategory category = MemoryCategory::kWeights,
-                              const char* name = "weight") {
-  Nf4Matrix out(w.rows(), w.cols(), double_quant, category);
+/// Quantizes a [rows, cols] weight into `out` (already [rows, cols]; its double_quant()
+/// decides the scale form), reusing its storage: no allocation without double
+/// quantization. On the selected ISA path; `name` is used in error messages.
+/// Deterministic and identical for every path and thread count.
+inline void quantize_nf4(MatrixView<const float> w, Nf4Matrix& out, const char* name = "weight") {
+  GSQ_CHECK(out.rows() == w.rows() && out.cols() == w.cols(), ErrorCode::kShapeMismatch,
+            std::string("quantize_nf4: output for '") + name + "' is " +
+                std::to_string(out.rows()) + "x" + std::to_string(out.cols()) + ", expected " +
+                shape_string(w));
   const Isa isa = selected_isa();
   const std::int64_t nblocks = w.rows() * out.blocks_per_row();
-  if (!double_quant) {
+  if (!out.double_quant()) {
     float* absmax = out.absmax().data();
     parallel_for_chunks(w.rows(), detail::nf4_row_grain(w.cols()),
                         [&](std::int64_t r0, std::int64_t r1) {
                           detail::quantize_nf4_rows(w, out, absmax, r0, r1, isa, name);
                         });
-    return out;
+    return;
   }
   AlignedBuffer<float> absmax(nblocks, MemoryCategory::kScratch, kUninitialized);
   parallel_for_chunks(w.rows(), detail::nf4_row_grain(w.cols()),
@@ -122,6 +137,14 @@ inline Nf4Matrix quantize_nf4(MatrixView<const float> w, bool double_quant = fal
                         detail::quantize_nf4_rows(w, out, absmax.data(), r0, r1, isa, name);
                       });
   detail::double_quantize_absmax(absmax.data(), nblocks, out);
+}
+
+/// Quantizes a [rows, cols] weight to a new Nf4Matrix (see the in-place overload).
+inline Nf4Matrix quantize_nf4(MatrixView<const float> w, bool double_quant = false,
+                              MemoryCategory category = MemoryCategory::kWeights,
+                              const char* name = "weight") {
+  Nf4Matrix out(w.rows(), w.cols(), double_quant, category);
+  quantize_nf4(w, out, name);
   return out;
 }
 
@@ -141,6 +164,14 @@ inline void decode_nf4_blocks(const Nf4Matrix& w, std::int64_t r, std::int64_t b
     const std::uint8_t* codes = w.code_row(r) + (block_begin + b0) * (kNf4Block / 2);
     float* dst = out + b0 * kNf4Block;
     switch (isa) {
+#if GSQ_HAVE_X86_SIMD
+      case Isa::kAvx512Vnni:
+        quant::kernels::avx512::nf4_decode_blocks(codes, absmax, nb, dst);
+        break;
+      case Isa::kAvx2:
+        quant::kernels::avx2::nf4_decode_blocks(codes, absmax, nb, dst);
+        break;
+#endif
       default:
         quant::kernels::reference::nf4_decode_blocks(codes, absmax, nb, dst);
         break;
