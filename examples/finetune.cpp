@@ -1,0 +1,185 @@
+// gsq-finetune: LoRA or L4Q fine-tuning of a LLaMA-style model on a CPU, FP32 or GSE-INT.
+//
+//   gsq-finetune --model stories260K.bin --data alpaca_train.json --eval-data alpaca_dev.json
+//                --precision w8a8g8 --rank 8 --steps 600 --out runs/w8
+//
+// Loads the base model (llama2.c .bin or Hugging Face directory) and its tokenizer, puts
+// LoRA (or L4Q) adapters on the chosen projections, and trains them with every matrix
+// product of forward and backward in the chosen precision. Writes into --out:
+//   log.jsonl     one JSON object per step and evaluation (plus start/end records)
+//   summary.json  settings, final losses, perplexities, time, memory
+//   checkpoint/   on Ctrl-C (SIGINT/SIGTERM) or every --save-every steps; --resume continues
+//   adapter/      the PEFT adapter;  merged/  the merged model (L4Q: the quantized model)
+// Progress: a live line on a terminal, plain lines otherwise. Bad flags: gsq's ConfigError
+// on stderr, exit 2; unreadable files: IoError, exit 1.
+#include <gsq/core/isa.hpp>
+#include <gsq/core/parallel.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <string>
+
+#include "support/artifacts.hpp"
+#include "support/cli.hpp"
+#include "support/data.hpp"
+#include "support/finetune.hpp"
+#include "support/jsonl.hpp"
+#include "support/model.hpp"
+#include "support/progress.hpp"
+#include "support/signals.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+nlohmann::json eval_summary(const std::optional<gsq::EvalResult>& e) {
+  if (!e) return nullptr;
+  return {{"nll", e->mean_nll()}, {"ppl", e->perplexity()}, {"tokens", e->tokens}};
+}
+
+void write_summary(const fs::path& path, const nlohmann::json& j) {
+  std::ofstream out(path, std::ios::trunc);
+  out << j.dump(2) << '\n';
+  if (!out) gsq::detail::throw_io_error(gsq::ErrorCode::kOpenFailed, "cannot write the run summary", path.string(), -1);
+}
+
+int finetune(driver::FinetuneSettings& s) {
+  s.validate();
+  if (s.out.empty()) driver::config_error("--out is required (the run's output directory)");
+  driver::require_path(s.data, "--data");
+  if (!s.eval_data.empty()) driver::require_path(s.eval_data, "--eval-data");
+  const driver::AdapterSpec spec = s.adapter_spec();
+  const fs::path out = s.out;
+  const fs::path checkpoint_dir = out / "checkpoint";
+  if (s.resume && !fs::exists(checkpoint_dir))
+    driver::config_error("--resume: no checkpoint in " + checkpoint_dir.string());
+  fs::create_directories(out);
+  if (s.threads > 0) gsq::set_num_threads(s.threads);
+
+  driver::BaseModel base = driver::load_base_model(s.model, s.tokenizer);
+  const auto& c = base.weights.config;
+  if (s.seq_len > c.max_seq_len)
+    driver::config_error("--seq-len " + std::to_string(s.seq_len) + " exceeds the model's context of " +
+                         std::to_string(c.max_seq_len));
+  const driver::Dataset train = driver::load_dataset(s.data, *base.tokenizer, s.seq_len, s.max_items);
+  std::optional<driver::Dataset> held_out;
+  std::vector<gsq::data::Batch> eval;
+  if (!s.eval_data.empty()) {
+    held_out = driver::load_dataset(s.eval_data, *base.tokenizer, s.seq_len, s.eval_max);
+    eval = driver::eval_batches(held_out->examples, s.batch, s.seq_len);
+  }
+
+  std::printf("gsq-finetune: %s — dim %lld, %lld layers, vocab %lld\n", s.model.c_str(),
+              static_cast<long long>(c.dim), static_cast<long long>(c.n_layers),
+              static_cast<long long>(c.vocab_size));
+  std::printf("  adapters: %s on %s\n", spec.describe().c_str(), driver::join(spec.targets).c_str());
+  std::printf("  data: %s (%s, %zu examples, %lld response tokens%s)\n", s.data.c_str(),
+              driver::data_kind_name(train.kind), train.examples.size(),
+              static_cast<long long>(train.counted_tokens()),
+              train.dropped > 0 ? (", " + std::to_string(train.dropped) + " too long, dropped").c_str() : "");
+  if (held_out)
+    std::printf("  held-out: %s (%zu examples)\n", s.eval_data.c_str(), held_out->examples.size());
+  std::printf("  %lld steps x %lld sequences x %lld tokens, lr %.2e, warm-up %lld, %d threads, %s\n",
+              static_cast<long long>(s.steps), static_cast<long long>(s.batch),
+              static_cast<long long>(s.seq_len), static_cast<double>(s.lr),
+              static_cast<long long>(s.warmup_steps()), gsq::num_threads(),
+              std::string(gsq::isa_name(gsq::selected_isa())).c_str());
+  std::fflush(stdout);
+
+  driver::JsonlLog log(out / "log.jsonl", /*append=*/s.resume);
+  driver::install_stop_handlers();
+  const nlohmann::json settings = s.to_json();
+  driver::RunHooks hooks;
+  hooks.log = &log;
+  hooks.checkpoint = [&](gsq::Trainer& trainer, const gsq::data::BatchSampler& sampler) {
+    const driver::ArtifactResult a = driver::save_checkpoint(checkpoint_dir, trainer, sampler, settings);
+    log.write({{"event", "checkpoint"}, {"step", trainer.steps_done()}, {"path", a.path},
+               {"written", a.written}, {"note", a.note}});
+    std::printf("checkpoint @ step %lld: %s%s\n", static_cast<long long>(trainer.steps_done()),
+                a.path.c_str(), a.written ? "" : (" — " + a.note).c_str());
+    std::fflush(stdout);
+  };
+  if (s.resume)
+    hooks.restore = [&](gsq::Trainer& trainer, gsq::data::BatchSampler& sampler) {
+      driver::load_checkpoint(checkpoint_dir, trainer, sampler, settings);
+      std::printf("resumed from %s at step %lld\n", checkpoint_dir.string().c_str(),
+                  static_cast<long long>(trainer.steps_done()));
+    };
+
+  std::optional<gsq::Llama> model;
+  const driver::FinetuneResult r = driver::run_finetune(s, base, train, eval, hooks, &model);
+
+  nlohmann::json summary = {{"settings", settings},
+                            {"adapter", spec.describe()},
+                            {"steps_done", r.steps_done},
+                            {"interrupted", r.interrupted},
+                            {"first_loss", r.first_loss},
+                            {"final_train_loss", r.final_loss},
+                            {"eval", eval_summary(r.eval)},
+                            {"eval_fp32_forward", eval_summary(r.eval_fp32)},
+                            {"train_seconds", r.seconds},
+                            {"tokens_per_s", r.tokens_per_second()},
+                            {"trainable_params", r.trainable_params},
+                            {"weight_bytes", r.weight_bytes},
+                            {"peak_train_bytes", r.peak_bytes}};
+  nlohmann::json by_category;
+  for (int k = 0; k < gsq::kMemoryCategoryCount; ++k)
+    by_category[std::string(gsq::memory_category_name(static_cast<gsq::MemoryCategory>(k)))] =
+        r.peak_by_category[static_cast<std::size_t>(k)];
+  summary["peak_train_bytes_by_category"] = by_category;
+
+  if (r.interrupted) {
+    log.write({{"event", "interrupted"}, {"step", r.steps_done}, {"signal", driver::stop_requested()}});
+    write_summary(out / "summary.json", summary);
+    std::printf("interrupted after step %lld; continue with the same flags plus --resume\n",
+                static_cast<long long>(r.steps_done));
+    return driver::kExitOk;
+  }
+
+  std::printf("trained %lld steps in %s (%.0f tokens/s), peak training memory %s, training loss %.4f -> %.4f\n",
+              static_cast<long long>(r.steps_done), driver::format_duration(r.seconds).c_str(),
+              r.tokens_per_second(), driver::format_bytes(r.peak_bytes).c_str(), r.first_loss, r.final_loss);
+  if (r.eval)
+    std::printf("held-out: loss %.4f, perplexity %.3f (%s forward)\n", r.eval->mean_nll(),
+                r.eval->perplexity(), spec.bits.name().c_str());
+  if (r.eval_fp32)
+    std::printf("held-out: loss %.4f, perplexity %.3f (FP32 forward of the same adapters)\n",
+                r.eval_fp32->mean_nll(), r.eval_fp32->perplexity());
+
+  nlohmann::json artifacts;
+  for (const auto& [key, result] :
+       {std::pair{"adapter", driver::export_adapter(out / "adapter", *model, spec)},
+        std::pair{"merged", driver::export_merged(out / (spec.method == "l4q" ? "quantized" : "merged"), *model, spec, base)}}) {
+    artifacts[key] = {{"path", result.path}, {"written", result.written}, {"note", result.note}};
+    std::printf("%s: %s%s\n", key, result.path.c_str(), result.written ? "" : (" — " + result.note).c_str());
+  }
+  summary["artifacts"] = artifacts;
+  log.write({{"event", "end"}, {"step", r.steps_done}, {"summary", summary}});
+  write_summary(out / "summary.json", summary);
+  return driver::kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  driver::FinetuneSettings s;
+  CLI::App app{"gsq-finetune: LoRA / L4Q fine-tuning with FP32 or GSE-INT integer arithmetic"};
+  app.set_help_all_flag("--help-all", "show every flag");
+  driver::add_model_flags(app, s);
+  driver::add_training_flags(app, s);
+  driver::add_adapter_flags(app, s, /*with_precision_and_rank=*/true);
+  app.add_option("--out", s.out, "output directory (log.jsonl, summary.json, checkpoint/, adapter/, merged/)")
+      ->required();
+  app.add_flag("--resume", s.resume, "continue the run in --out from its checkpoint");
+  app.add_option("--save-every", s.save_every, "also write a checkpoint every N steps (0: only on Ctrl-C)")
+      ->capture_default_str();
+  app.add_option("--log-every", s.log_every, "plain progress line every N steps when not on a terminal")
+      ->capture_default_str();
+  app.add_flag("!--no-fp32-eval", s.fp32_eval,
+               "skip the extra FP32-forward evaluation of integer-trained adapters");
+  return driver::run_driver("gsq-finetune", app, argc, argv, [&] { return finetune(s); });
+}

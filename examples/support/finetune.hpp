@@ -1,0 +1,348 @@
+// examples/support/finetune.hpp — one fine-tuning run, shared by gsq-finetune, gsq-sweep
+// and gsq-quickstart.
+//
+// A run is: build a Llama with adapters from the FP32 base weights, train it with
+// gsq::Trainer on batches from a seeded sampler, evaluate on held-out examples every
+// --eval-every steps and at the end (with the forward it was trained with, and with an FP32
+// forward separately — DESIGN.md's last note), and report time and memory. Memory is what
+// gsq's accounting saw during training, above what was held before the run's model was
+// built (so the FP32 source weights a sweep keeps do not count against every point).
+// Checkpointing and exports go through support/artifacts.hpp; the run only decides when.
+#pragma once
+
+#include <gsq/core/isa.hpp>
+#include <gsq/core/memory.hpp>
+#include <gsq/core/parallel.hpp>
+#include <gsq/io/dataset.hpp>
+#include <gsq/model/evaluate.hpp>
+#include <gsq/model/llama.hpp>
+#include <gsq/model/trainer.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "support/cli.hpp"
+#include "support/data.hpp"
+#include "support/jsonl.hpp"
+#include "support/model.hpp"
+#include "support/progress.hpp"
+#include "support/signals.hpp"
+
+namespace driver {
+
+/// Every flag of gsq-finetune (gsq-sweep and gsq-quickstart reuse most of them).
+struct FinetuneSettings {
+  std::string model, tokenizer, data, eval_data, out;
+  std::string method = "lora";
+  std::string precision = "fp32";
+  std::string base = "auto";
+  std::string targets = "q,k,v,o,gate,up,down";
+  int group = 32;
+  std::int64_t rank = 8;
+  float alpha = 16.0f;
+  int quant_bits = 4;
+  int quant_group = 128;
+  std::int64_t l4q_warmup = 0;
+  std::int64_t steps = 600;
+  std::int64_t batch = 8;
+  std::int64_t seq_len = 256;
+  float lr = 2e-3f;
+  std::int64_t warmup = -1;  // -1: steps / 20
+  float min_lr = 0.0f;
+  float weight_decay = 0.0f;
+  double clip = 1.0;
+  std::uint64_t seed = 0;
+  int threads = 0;
+  std::int64_t eval_every = 0;
+  std::int64_t eval_max = 0;
+  std::int64_t max_items = 0;
+  std::int64_t save_every = 0;
+  std::int64_t log_every = 10;
+  bool resume = false;
+  bool fp32_eval = true;
+
+  std::int64_t warmup_steps() const {
+    return warmup >= 0 ? warmup : std::min<std::int64_t>(steps / 20, 100);
+  }
+
+  AdapterSpec adapter_spec() const {
+    AdapterSpec a;
+    a.method = method;
+    a.bits = parse_precision(precision, group);
+    a.base = parse_base_format(base, a.bits);
+    a.rank = rank;
+    a.alpha = alpha;
+    a.targets = parse_targets(targets);
+    a.quant_bits = quant_bits;
+    a.quant_group = quant_group;
+    a.l4q_warmup = l4q_warmup;
+    a.seed = seed;
+    (void)a.options();  // validates method, rank, alpha, L4Q settings
+    return a;
+  }
+
+  gsq::TrainerConfig trainer_config() const {
+    gsq::TrainerConfig t;
+    t.total_steps = steps;
+    t.lr = lr;
+    t.warmup_steps = warmup_steps();
+    t.min_lr = min_lr;
+    t.weight_decay = weight_decay;
+    t.max_grad_norm = clip;
+    try {
+      t.validate();
+    } catch (const gsq::Error& e) {
+      config_error(std::string("training settings: ") + e.what());
+    }
+    return t;
+  }
+
+  /// Checks every value that can be checked without reading files.
+  void validate() const {
+    if (steps < 1) config_error("--steps must be >= 1, got " + std::to_string(steps));
+    if (batch < 1) config_error("--batch must be >= 1, got " + std::to_string(batch));
+    if (seq_len < 2) config_error("--seq-len must be >= 2, got " + std::to_string(seq_len));
+    if (threads < 0) config_error("--threads must be >= 0, got " + std::to_string(threads));
+    if (eval_every < 0 || save_every < 0 || eval_max < 0 || max_items < 0 || log_every < 1)
+      config_error("--eval-every, --save-every, --eval-max and --max-items must be >= 0, --log-every >= 1");
+    (void)adapter_spec();
+    (void)trainer_config();
+  }
+
+  nlohmann::json to_json() const {
+    return {{"model", model},        {"tokenizer", tokenizer},   {"data", data},
+            {"eval_data", eval_data}, {"method", method},         {"precision", precision},
+            {"base", base},          {"targets", targets},       {"group", group},
+            {"rank", rank},          {"alpha", alpha},           {"quant_bits", quant_bits},
+            {"quant_group", quant_group}, {"l4q_warmup", l4q_warmup}, {"steps", steps},
+            {"batch", batch},        {"seq_len", seq_len},       {"lr", lr},
+            {"warmup", warmup_steps()}, {"min_lr", min_lr},      {"weight_decay", weight_decay},
+            {"clip", clip},          {"seed", seed},             {"max_items", max_items}};
+  }
+};
+
+/// Registers the model, data, adapter and training flags on `app`.
+inline void add_model_flags(CLI::App& app, FinetuneSettings& s) {
+  app.add_option("--model", s.model, "base model: llama2.c .bin or Hugging Face directory")->required();
+  app.add_option("--tokenizer", s.tokenizer,
+                 "tokenizer file (default: the one next to the model or inside its directory)");
+}
+
+inline void add_adapter_flags(CLI::App& app, FinetuneSettings& s, bool with_precision_and_rank) {
+  app.add_option("--method", s.method, "lora: LoRA adapters over a frozen base (GSQ-Tuning); "
+                                       "l4q: quantization-aware LoRA with one quantized merged weight")
+      ->capture_default_str();
+  if (with_precision_and_rank) {
+    app.add_option("--precision", s.precision,
+                   "products of forward and backward: fp32, or GSE-INT widths "
+                   "w<weight>a<activation>g<gradient> such as w8a8g8, w6a6g6, w5a5g5, w4a8g8")
+        ->capture_default_str();
+    app.add_option("--rank", s.rank, "adapter rank r")->capture_default_str();
+  }
+  app.add_option("--group", s.group, "GSE-INT group size G (values sharing one exponent)")->capture_default_str();
+  app.add_option("--alpha", s.alpha, "adapter scale numerator (scale = alpha / rank)")->capture_default_str();
+  app.add_option("--targets", s.targets,
+                 "projections that get adapters: q,k,v,o,gate,up,down (or all, attn, mlp)")
+      ->capture_default_str();
+  app.add_option("--base", s.base,
+                 "storage of the frozen base weights: auto (fp32 for --precision fp32, nf4 "
+                 "otherwise), fp32, nf4 or gse")
+      ->capture_default_str();
+  app.add_option("--quant-bits", s.quant_bits, "L4Q: bits of the quantized merged weight")->capture_default_str();
+  app.add_option("--quant-group", s.quant_group, "L4Q: weights per step/offset pair")->capture_default_str();
+  app.add_option("--l4q-warmup", s.l4q_warmup, "L4Q: LoRA-only steps before quantization starts")
+      ->capture_default_str();
+}
+
+inline void add_training_flags(CLI::App& app, FinetuneSettings& s) {
+  app.add_option("--data", s.data,
+                 "training data: Alpaca-style JSON array (loss on the response only) or plain text")
+      ->required();
+  app.add_option("--eval-data", s.eval_data, "held-out data for evaluation (same formats)");
+  app.add_option("--steps", s.steps, "optimizer steps")->capture_default_str();
+  app.add_option("--batch", s.batch, "sequences per step")->capture_default_str();
+  app.add_option("--seq-len", s.seq_len, "tokens per sequence (longer examples are cut)")->capture_default_str();
+  app.add_option("--lr", s.lr, "peak learning rate (AdamW)")->capture_default_str();
+  app.add_option("--warmup", s.warmup, "linear warm-up steps before the cosine decay (default steps/20, at most 100)");
+  app.add_option("--min-lr", s.min_lr, "learning rate at the end of the cosine decay")->capture_default_str();
+  app.add_option("--weight-decay", s.weight_decay, "AdamW decoupled weight decay")->capture_default_str();
+  app.add_option("--clip", s.clip, "global gradient-norm clipping (0: off)")->capture_default_str();
+  app.add_option("--seed", s.seed, "seed of adapter initialisation and data order")->capture_default_str();
+  app.add_option("--threads", s.threads, "threads (0: all cores or OMP_NUM_THREADS)")->capture_default_str();
+  app.add_option("--eval-every", s.eval_every, "evaluate on --eval-data every N steps (0: only at the end)")
+      ->capture_default_str();
+  app.add_option("--eval-max", s.eval_max, "use at most N held-out items (0: all)")->capture_default_str();
+  app.add_option("--max-items", s.max_items, "use at most N training items (0: all)")->capture_default_str();
+}
+
+/// Sums of a run.
+struct FinetuneResult {
+  std::int64_t steps_done = 0;
+  std::int64_t first_step = 0;  // steps already done when this process started (resume)
+  bool interrupted = false;
+  double first_loss = 0.0;      // the first step this process ran
+  double final_loss = 0.0;      // mean training loss over the last 10% of steps (>= 1)
+  std::optional<gsq::EvalResult> eval;       // the trained forward
+  std::optional<gsq::EvalResult> eval_fp32;  // an FP32 forward of the same adapters
+  double seconds = 0.0;         // training only (no evaluation)
+  std::int64_t tokens = 0;      // positions processed by this process
+  std::int64_t trainable_params = 0;
+  std::int64_t weight_bytes = 0;            // the built model's stored weights
+  std::int64_t peak_bytes = 0;              // peak during training, above the start
+  std::array<std::int64_t, gsq::kMemoryCategoryCount> peak_by_category{};
+  double tokens_per_second() const { return seconds > 0.0 ? static_cast<double>(tokens) / seconds : 0.0; }
+};
+
+/// What happens around the loop: printing, logging, checkpoints (all optional).
+struct RunHooks {
+  bool print = true;
+  JsonlLog* log = nullptr;
+  /// Called to write a checkpoint (interrupt, --save-every).
+  std::function<void(gsq::Trainer&, const gsq::data::BatchSampler&)> checkpoint;
+  /// Called before the first step, e.g. to restore a checkpoint into the trainer.
+  std::function<void(gsq::Trainer&, gsq::data::BatchSampler&)> restore;
+  /// A label printed before the progress line (sweeps).
+  std::string label;
+};
+
+namespace detail {
+inline nlohmann::json eval_json(const char* event, std::int64_t step, const gsq::EvalResult& r,
+                                const std::string& forward) {
+  return {{"event", event},   {"step", step},          {"forward", forward},
+          {"nll", r.mean_nll()}, {"ppl", r.perplexity()}, {"tokens", r.tokens}};
+}
+}  // namespace detail
+
+/// Evaluates `model` on `batches`.
+inline gsq::EvalResult evaluate_batches(gsq::Llama& model, const std::vector<gsq::data::Batch>& batches) {
+  return gsq::evaluate(model, batches);
+}
+
+/// The same adapters under an FP32 forward: a twin model with FP32 products (same base
+/// storage) holding copies of the trained parameters.
+inline gsq::EvalResult evaluate_fp32_forward(const gsq::LlamaWeights& base, const AdapterSpec& spec,
+                                             const gsq::ParameterList& trained,
+                                             const std::vector<gsq::data::Batch>& batches) {
+  gsq::LlamaOptions o = spec.options();
+  o.bits = gsq::Bits::fp32();
+  o.attention_bits = gsq::Bits::fp32();
+  o.lora.bits = gsq::Bits::fp32();
+  o.l4q.bits = gsq::Bits::fp32();
+  o.l4q.warmup_steps = 0;
+  gsq::Llama twin(base.config, copy_tensors(base), o);
+  gsq::restore_parameters(twin.parameters(), gsq::snapshot_parameters(trained));
+  return gsq::evaluate(twin, batches);
+}
+
+/// Trains one model. `eval` may be empty (no evaluation). `model_out`, when given,
+/// receives the trained model (for exports and samples).
+inline FinetuneResult run_finetune(const FinetuneSettings& s, const BaseModel& base,
+                                   const Dataset& train, const std::vector<gsq::data::Batch>& eval,
+                                   RunHooks hooks, std::optional<gsq::Llama>* model_out = nullptr) {
+  const AdapterSpec spec = s.adapter_spec();
+  const gsq::TrainerConfig tc = s.trainer_config();
+  if (s.threads > 0) gsq::set_num_threads(s.threads);
+
+  const gsq::MemoryUsage before = gsq::memory_usage();
+  std::optional<gsq::Llama> holder;
+  std::optional<gsq::Llama>& model = model_out != nullptr ? *model_out : holder;
+  model.emplace(base.weights.config, copy_tensors(base.weights), spec.options());
+  gsq::Trainer trainer(*model, tc);
+  gsq::data::BatchSampler sampler(train.examples, s.batch, s.seq_len, s.seed);
+  if (hooks.restore) hooks.restore(trainer, sampler);
+
+  FinetuneResult r;
+  r.first_step = trainer.steps_done();
+  r.trainable_params = gsq::parameter_count(trainer.parameters());
+  r.weight_bytes = model->weight_bytes();
+  const std::string forward = spec.bits.name();
+  if (hooks.log != nullptr)
+    hooks.log->write({{"event", r.first_step > 0 ? "resume" : "start"},
+                      {"step", r.first_step},
+                      {"settings", s.to_json()},
+                      {"adapter", spec.describe()},
+                      {"trainable_params", r.trainable_params},
+                      {"weight_bytes", r.weight_bytes},
+                      {"train_examples", train.examples.size()},
+                      {"eval_batches", eval.size()},
+                      {"threads", gsq::num_threads()},
+                      {"isa", std::string(gsq::isa_name(gsq::selected_isa()))}});
+  if (hooks.print && !hooks.label.empty()) std::printf("%s\n", hooks.label.c_str());
+
+  auto run_eval = [&](std::int64_t step) {
+    const gsq::EvalResult e = evaluate_batches(*model, eval);
+    if (hooks.log != nullptr) hooks.log->write(detail::eval_json("eval", step, e, forward));
+    return e;
+  };
+
+  ProgressLine progress(s.steps, s.log_every, hooks.print && stdout_is_terminal());
+  gsq::reset_memory_peaks();
+  std::vector<double> losses;
+  const std::int64_t tail = std::max<std::int64_t>(1, s.steps / 10);
+  while (trainer.steps_done() < s.steps) {
+    const gsq::data::Batch batch = sampler.next();
+    const gsq::TrainStep st = trainer.step(batch);
+    r.seconds += st.seconds;
+    r.tokens += st.tokens;
+    if (r.steps_done == 0 && st.step == r.first_step + 1) r.first_loss = st.loss;
+    r.steps_done = st.step;
+    losses.push_back(st.loss);
+    const double rate = r.tokens_per_second();
+    const double per_step = r.seconds / static_cast<double>(st.step - r.first_step);
+    const double eta = per_step * static_cast<double>(s.steps - st.step);
+    if (hooks.log != nullptr)
+      hooks.log->write({{"event", "step"},          {"step", st.step},
+                        {"loss", st.loss},          {"lr", st.lr},
+                        {"grad_norm", st.grad_norm}, {"tokens", st.tokens},
+                        {"counted", st.counted},    {"seconds", st.seconds},
+                        {"tokens_per_s", rate},     {"peak_bytes", gsq::memory_usage().total_peak - before.total_current}});
+    if (hooks.print) progress.update(st.step, st.loss, st.lr, rate, eta);
+    if (s.eval_every > 0 && !eval.empty() && st.step % s.eval_every == 0 && st.step < s.steps) {
+      const gsq::EvalResult e = run_eval(st.step);
+      if (hooks.print)
+        progress.message("eval @ %lld: held-out loss %.4f, perplexity %.3f (%s forward)",
+                         static_cast<long long>(st.step), e.mean_nll(), e.perplexity(), forward.c_str());
+    }
+    if (hooks.checkpoint && s.save_every > 0 && st.step % s.save_every == 0 && st.step < s.steps)
+      hooks.checkpoint(trainer, sampler);
+    if (stop_requested() != 0 && trainer.steps_done() < s.steps) {
+      r.interrupted = true;
+      break;
+    }
+  }
+  progress.finish();
+  const gsq::MemoryUsage after = gsq::memory_usage();
+  r.peak_bytes = after.total_peak - before.total_current;
+  for (int c = 0; c < gsq::kMemoryCategoryCount; ++c)
+    r.peak_by_category[static_cast<std::size_t>(c)] = after.peak[static_cast<std::size_t>(c)] - before.current[static_cast<std::size_t>(c)];
+  r.steps_done = trainer.steps_done();
+  if (!losses.empty()) {
+    const auto n = std::min<std::size_t>(losses.size(), static_cast<std::size_t>(tail));
+    double sum = 0.0;
+    for (std::size_t i = losses.size() - n; i < losses.size(); ++i) sum += losses[i];
+    r.final_loss = sum / static_cast<double>(n);
+  }
+  if (r.interrupted) {
+    if (hooks.checkpoint) hooks.checkpoint(trainer, sampler);
+    return r;
+  }
+  if (!eval.empty()) {
+    r.eval = run_eval(r.steps_done);
+    if (s.fp32_eval && !spec.bits.is_fp32()) {
+      r.eval_fp32 = evaluate_fp32_forward(base.weights, spec, trainer.parameters(), eval);
+      if (hooks.log != nullptr)
+        hooks.log->write(detail::eval_json("eval", r.steps_done, *r.eval_fp32, "fp32"));
+    }
+  }
+  return r;
+}
+
+}  // namespace driver

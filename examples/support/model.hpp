@@ -1,0 +1,122 @@
+// examples/support/model.hpp — the base model and tokenizer a driver works on.
+//
+// --model is a llama2.c .bin or a Hugging Face directory (io/load_llama.hpp decides).
+// --tokenizer may be left out when the model comes with one: a Hugging Face directory's
+// tokenizer.json, or a llama2.c tokenizer next to the .bin (tokenizer.bin, or a single
+// tok*.bin as llama2.c ships them). The weights are loaded once as FP32 tensors; each
+// Llama built from them (a sweep builds many) gets a copy, quantized as its options say.
+#pragma once
+
+#include <gsq/core/error.hpp>
+#include <gsq/io/load_llama.hpp>
+#include <gsq/io/tokenizer.hpp>
+#include <gsq/io/tokenizer_factory.hpp>
+#include <gsq/model/llama.hpp>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "support/cli.hpp"
+
+namespace driver {
+
+/// The tokenizer that belongs to `model` when --tokenizer is not given.
+inline std::filesystem::path find_tokenizer(const std::filesystem::path& model) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::is_directory(model, ec)) return model;  // load_tokenizer looks inside
+  const fs::path dir = model.has_parent_path() ? model.parent_path() : fs::path(".");
+  for (const char* name : {"tokenizer.bin", "tokenizer.json"})
+    if (fs::is_regular_file(dir / name, ec)) return dir / name;
+  std::vector<fs::path> found;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_regular_file() && name.starts_with("tok") && entry.path().extension() == ".bin")
+      found.push_back(entry.path());
+  }
+  if (found.size() == 1) return found.front();
+  config_error("--tokenizer is required: no tokenizer.bin, tokenizer.json or single tok*.bin next to '" +
+               model.string() + "'");
+}
+
+struct BaseModel {
+  gsq::LlamaWeights weights;
+  std::unique_ptr<gsq::Tokenizer> tokenizer;
+  std::string model_path;
+  std::string tokenizer_path;
+};
+
+inline BaseModel load_base_model(const std::string& model, const std::string& tokenizer) {
+  require_path(model, "--model");
+  BaseModel b;
+  b.model_path = model;
+  b.tokenizer_path = tokenizer.empty() ? find_tokenizer(model).string() : tokenizer;
+  if (!tokenizer.empty()) require_path(tokenizer, "--tokenizer");
+  b.weights = gsq::load_llama(model);
+  b.tokenizer = gsq::load_tokenizer(b.tokenizer_path);
+  if (b.tokenizer->vocab_size() != b.weights.config.vocab_size)
+    config_error("the tokenizer " + b.tokenizer_path + " has " +
+                 std::to_string(b.tokenizer->vocab_size()) + " tokens but the model " + model +
+                 " has a vocabulary of " + std::to_string(b.weights.config.vocab_size));
+  return b;
+}
+
+/// A deep copy of the named tensors (a Llama consumes the map it is built from).
+inline gsq::LlamaTensors copy_tensors(const gsq::LlamaWeights& w) {
+  gsq::LlamaTensors t;
+  for (const auto& [name, tensor] : w.tensors) t.emplace(name, tensor.clone());
+  return t;
+}
+
+/// What the adapters are and how every product is computed.
+struct AdapterSpec {
+  std::string method = "lora";  // lora | l4q
+  gsq::Bits bits = gsq::Bits::fp32();
+  gsq::WeightFormat base = gsq::WeightFormat::kFp32;
+  std::int64_t rank = 8;
+  float alpha = 16.0f;
+  std::vector<std::string> targets{gsq::kLlamaProjections.begin(), gsq::kLlamaProjections.end()};
+  int quant_bits = 4;            // L4Q code width
+  int quant_group = 128;         // L4Q group along in
+  std::int64_t l4q_warmup = 0;   // L4Q: LoRA-only steps before quantization starts
+  std::uint64_t seed = 0;
+
+  gsq::LlamaOptions options() const {
+    gsq::LlamaOptions o = gsq::LlamaOptions::uniform(bits, base);
+    o.target_modules = targets;
+    if (method == "lora") {
+      o.adapter = gsq::ProjectionKind::kLora;
+    } else if (method == "l4q") {
+      o.adapter = gsq::ProjectionKind::kL4q;
+    } else {
+      config_error("--method: expected lora or l4q, got '" + method + "'");
+    }
+    o.lora.rank = rank;
+    o.lora.alpha = alpha;
+    o.lora.seed = seed;
+    o.l4q.rank = rank;
+    o.l4q.alpha = alpha;
+    o.l4q.seed = seed;
+    o.l4q.quant_bits = quant_bits;
+    o.l4q.quant_group = quant_group;
+    o.l4q.warmup_steps = l4q_warmup;
+    try {
+      o.lora.validate();
+      o.l4q.validate();
+    } catch (const gsq::Error& e) {
+      config_error(std::string("adapter settings: ") + e.what());
+    }
+    return o;
+  }
+
+  /// "lora r8 w8a8g8 (nf4 base)".
+  std::string describe() const {
+    std::string s = method + " r" + std::to_string(rank) + " " + bits.name();
+    if (method == "l4q") s += " int" + std::to_string(quant_bits) + "/G" + std::to_string(quant_group);
+    return s + " (" + std::string(gsq::weight_format_name(base)) + " base)";
+  }
+};
+
+}  // namespace driver
