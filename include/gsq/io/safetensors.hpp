@@ -170,7 +170,9 @@ class SafetensorsFile {
 
     const std::int64_t data_start = 8 + header_bytes_;
     const std::int64_t data_size = static_cast<std::int64_t>(file_.size()) - data_start;
-    for (const auto& [key, value] : json.items()) {
+    for (const auto& item : json.items()) {
+      const std::string& key = item.key();  // not a structured binding: lambdas below use it
+      const io::detail::Json& value = item.value();
       const std::int64_t at = key_offset(header, key);
       const io::detail::JsonWhere where{file, at};
       if (key == "__metadata__") {

@@ -1,0 +1,190 @@
+// fuzz/fuzz_seeds.hpp — the seed corpus of each fuzz target, generated, never checked in.
+//
+// Seeds are small valid files (< 4 KB) that reach deep into each parser: hand-made ones
+// built here byte by byte, and, when the shared data directory is given, cut-down
+// versions of the real assets (the real config.json, a prefix of tok512.bin ending on an
+// entry boundary, tokenizer.json reduced to its first tokens and the merges among them,
+// the real safetensors header with its data cut off). `gsq-fuzz-seeds` writes them for
+// libFuzzer; the replay test mutates them in memory.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace gsq::fuzz {
+
+struct Seed {
+  std::string name;
+  std::vector<std::uint8_t> bytes;
+  bool valid = true;  // false: a deliberately truncated real file (the parser must reject it)
+};
+
+namespace seeds_detail {
+
+template <class T>
+void put(std::vector<std::uint8_t>& out, T v) {
+  const auto* p = reinterpret_cast<const std::uint8_t*>(&v);
+  out.insert(out.end(), p, p + sizeof(T));
+}
+
+inline std::vector<std::uint8_t> text(std::string_view s) { return {s.begin(), s.end()}; }
+
+inline std::optional<std::vector<std::uint8_t>> read_file(const std::optional<std::filesystem::path>& dir,
+                                                          const char* relative) {
+  if (!dir) return std::nullopt;
+  std::ifstream f(*dir / relative, std::ios::binary);
+  if (!f) return std::nullopt;
+  return std::vector<std::uint8_t>((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+inline std::vector<std::uint8_t> safetensors_file(const std::string& header, std::size_t data_bytes) {
+  std::vector<std::uint8_t> out;
+  put(out, static_cast<std::uint64_t>(header.size()));
+  out.insert(out.end(), header.begin(), header.end());
+  for (std::size_t i = 0; i < data_bytes; ++i) out.push_back(static_cast<std::uint8_t>(i * 37 + 11));
+  return out;
+}
+
+inline std::vector<std::uint8_t> llama2c_model(bool tied) {
+  const std::int32_t dim = 8, hidden = 12, layers = 1, heads = 2, kv = 1, vocab = 6, seq = 2;
+  std::vector<std::uint8_t> out;
+  for (std::int32_t v : {dim, hidden, layers, heads, kv, tied ? vocab : -vocab, seq}) put(out, v);
+  const std::int32_t hs = dim / heads, kv_dim = hs * kv;
+  const std::int32_t floats = vocab * dim + layers * (2 * dim + 2 * dim * dim + 2 * kv_dim * dim + 3 * hidden * dim) +
+                              dim + seq * hs + (tied ? 0 : vocab * dim);
+  for (std::int32_t i = 0; i < floats; ++i) put(out, static_cast<float>((i * 7919) % 201 - 100) / 64.0f);
+  return out;
+}
+
+inline std::vector<std::uint8_t> llama2c_tokenizer() {
+  std::vector<std::uint8_t> out;
+  put(out, std::int32_t{8});
+  auto token = [&](float score, std::string_view s) {
+    put(out, score);
+    put(out, static_cast<std::int32_t>(s.size()));
+    out.insert(out.end(), s.begin(), s.end());
+  };
+  token(0, "<unk>");
+  token(0, "\n<s>\n");
+  token(0, "\n</s>\n");
+  static const char* kHex = "0123456789ABCDEF";
+  for (int b = 0; b < 256; ++b) token(0, std::string("<0x") + kHex[b >> 4] + kHex[b & 15] + ">");
+  float score = 0;
+  for (const char* s : {" ", "a", "b", "c", "\xC3\xA9", " a", "ab", " ab", "abc", "  "}) token(score -= 1, s);
+  return out;
+}
+
+inline const char* kTokenizerJson = R"({
+  "version": "1.0",
+  "added_tokens": [
+    {"id": 0, "content": "<unk>", "special": true, "normalized": true},
+    {"id": 1, "content": "<s>", "special": true, "normalized": false},
+    {"id": 2, "content": "</s>", "special": true, "normalized": true}],
+  "normalizer": {"type": "Sequence", "normalizers": [
+    {"type": "Prepend", "prepend": "\u2581"},
+    {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
+  "pre_tokenizer": null,
+  "post_processor": {"type": "TemplateProcessing",
+    "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+    "pair": [],
+    "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
+  "decoder": {"type": "Sequence", "decoders": [
+    {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+    {"type": "ByteFallback"}, {"type": "Fuse"},
+    {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+  "model": {"type": "BPE", "dropout": null, "unk_token": "<unk>", "continuing_subword_prefix": null,
+    "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
+    "vocab": {"<unk>": 0, "<s>": 1, "</s>": 2, "\u2581": 3, "a": 4, "b": 5, "ab": 6, "\u2581ab": 7,
+              "<0x41>": 8, "<0xC3>": 9, "<0xA9>": 10, "c": 11, "abc": 12},
+    "merges": ["a b", "\u2581 ab", ["ab", "c"]]}
+})";
+
+/// tokenizer.json cut down to its ids < `keep` and the merges among them.
+inline std::optional<std::vector<std::uint8_t>> reduced_tokenizer_json(const std::vector<std::uint8_t>& full,
+                                                                        std::int64_t keep) {
+  nlohmann::json j = nlohmann::json::parse(full.begin(), full.end(), nullptr, false);
+  if (j.is_discarded() || !j.contains("model")) return std::nullopt;
+  nlohmann::json vocab = nlohmann::json::object();
+  for (const auto& [k, v] : j["model"]["vocab"].items())
+    if (v.is_number_integer() && v.get<std::int64_t>() < keep) vocab[k] = v;
+  nlohmann::json merges = nlohmann::json::array();
+  for (const auto& m : j["model"]["merges"]) {
+    if (!m.is_string()) continue;
+    const std::string s = m.get<std::string>();
+    const std::size_t sp = s.find(' ');
+    if (sp == std::string::npos) continue;
+    const std::string a = s.substr(0, sp), b = s.substr(sp + 1);
+    if (vocab.contains(a) && vocab.contains(b) && vocab.contains(a + b)) merges.push_back(s);
+  }
+  j["model"]["vocab"] = vocab;
+  j["model"]["merges"] = merges;
+  nlohmann::json added = nlohmann::json::array();
+  for (const auto& a : j["added_tokens"])
+    if (a["id"].get<std::int64_t>() < keep) added.push_back(a);
+  j["added_tokens"] = added;
+  const std::string out = j.dump();
+  return std::vector<std::uint8_t>(out.begin(), out.end());
+}
+
+}  // namespace seeds_detail
+
+/// The seeds of target `name` (see fuzz_targets.hpp); `data_dir` adds cut-down real files.
+inline std::vector<Seed> make_seeds(std::string_view name, const std::optional<std::filesystem::path>& data_dir) {
+  namespace sd = seeds_detail;
+  std::vector<Seed> seeds;
+  if (name == "safetensors") {
+    seeds.push_back({"two_f32", sd::safetensors_file(
+        R"({"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[3],"data_offsets":[16,28]}})", 28)});
+    seeds.push_back({"mixed_dtypes", sd::safetensors_file(
+        R"({"h":{"dtype":"F16","shape":[4],"data_offsets":[0,8]},"g":{"dtype":"BF16","shape":[2,1],"data_offsets":[8,12]},"i":{"dtype":"I64","shape":[1],"data_offsets":[12,20]},"s":{"dtype":"F32","shape":[],"data_offsets":[20,24]},"z":{"dtype":"F32","shape":[0,3],"data_offsets":[24,24]}})", 24)});
+    seeds.push_back({"empty", sd::safetensors_file("{}", 0)});
+    if (const auto real = sd::read_file(data_dir, "models/tinystories-656K/model.safetensors"); real && real->size() > 8) {
+      std::uint64_t n = 0;
+      std::memcpy(&n, real->data(), 8);
+      if (n + 8 <= real->size() && n < 3500)
+        seeds.push_back({"tinystories_header", std::vector<std::uint8_t>(real->begin(), real->begin() + static_cast<std::ptrdiff_t>(8 + n)), false});
+    }
+  } else if (name == "llama2c") {
+    seeds.push_back({"tiny_tied", sd::llama2c_model(true)});
+    seeds.push_back({"tiny_untied", sd::llama2c_model(false)});
+    if (const auto real = sd::read_file(data_dir, "models/stories260K/stories260K.bin"); real && real->size() > 64)
+      seeds.push_back({"stories260K_prefix", std::vector<std::uint8_t>(real->begin(), real->begin() + 64), false});
+  } else if (name == "hf_config") {
+    seeds.push_back({"tiny", sd::text(R"({"model_type":"llama","hidden_size":8,"intermediate_size":12,"num_hidden_layers":1,
+      "num_attention_heads":2,"num_key_value_heads":1,"vocab_size":10,"max_position_embeddings":16,
+      "rms_norm_eps":1e-06,"rope_theta":10000.0,"tie_word_embeddings":true,"bos_token_id":1,"eos_token_id":[2,3]})")});
+    seeds.push_back({"minimal", sd::text(R"({"hidden_size":4,"intermediate_size":4,"num_hidden_layers":1,"num_attention_heads":2,"vocab_size":3,"max_position_embeddings":1})")});
+    if (const auto real = sd::read_file(data_dir, "models/tinystories-656K/config.json"); real && real->size() < 4096)
+      seeds.push_back({"tinystories_config", *real});
+  } else if (name == "llama2c_tokenizer") {
+    seeds.push_back({"bytes_and_merges", sd::llama2c_tokenizer()});
+    if (const auto real = sd::read_file(data_dir, "models/stories260K/tok512.bin")) {
+      std::size_t at = 4, end = 4;  // the longest prefix of whole entries under 4 KB
+      while (at + 8 <= real->size()) {
+        std::int32_t len = 0;
+        std::memcpy(&len, real->data() + at + 4, 4);
+        if (len < 0 || at + 8 + static_cast<std::size_t>(len) > std::min<std::size_t>(real->size(), 4000)) break;
+        at += 8 + static_cast<std::size_t>(len);
+        end = at;
+      }
+      seeds.push_back({"tok512_prefix", std::vector<std::uint8_t>(real->begin(), real->begin() + static_cast<std::ptrdiff_t>(end))});
+    }
+  } else if (name == "hf_tokenizer") {
+    seeds.push_back({"tiny", sd::text(sd::kTokenizerJson)});
+    if (const auto real = sd::read_file(data_dir, "models/tinystories-656K/tokenizer.json"))
+      if (const auto reduced = sd::reduced_tokenizer_json(*real, 120); reduced && reduced->size() < 4096)
+        seeds.push_back({"tinystories_reduced", *reduced});
+  }
+  return seeds;
+}
+
+}  // namespace gsq::fuzz
