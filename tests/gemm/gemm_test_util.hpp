@@ -75,6 +75,27 @@ inline bool same_bits(const Tensor<float>& x, const Tensor<float>& y) {
   return false;
 }
 
+/// Forces the streaming loop order with tiny k-blocks (several blocks even for small K)
+/// for its lifetime; the default thresholds would run most test shapes B-resident.
+class ScopedStreaming {
+ public:
+  ScopedStreaming()
+      : depth_(gsq::gemm::detail::tuning().block_depth_bytes.load()),
+        resident_(gsq::gemm::detail::tuning().resident_bytes.load()) {
+    gsq::gemm::detail::tuning().block_depth_bytes.store(64);
+    gsq::gemm::detail::tuning().resident_bytes.store(0);
+  }
+  ~ScopedStreaming() {
+    gsq::gemm::detail::tuning().block_depth_bytes.store(depth_);
+    gsq::gemm::detail::tuning().resident_bytes.store(resident_);
+  }
+  ScopedStreaming(const ScopedStreaming&) = delete;
+  ScopedStreaming& operator=(const ScopedStreaming&) = delete;
+
+ private:
+  std::int64_t depth_, resident_;
+};
+
 inline std::string shape_name(std::int64_t m, std::int64_t n, std::int64_t k) {
   return std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k);
 }

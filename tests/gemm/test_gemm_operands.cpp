@@ -168,6 +168,8 @@ TEST_SUITE("gemm") {
             const Tensor<float> want = reference_product(a, op, c0, opt);
             gsq::test::for_each_isa([&](gsq::Isa) {
               CHECK(same_bits(engine_product(a, op, c0, opt), want));
+              ScopedStreaming streaming;
+              CHECK(same_bits(engine_product(a, op, c0, opt), want));
             });
           }
         }
@@ -195,6 +197,8 @@ TEST_SUITE("gemm") {
         CHECK(same_bits(engine_product(a, BOperand::packed(p), c0, {0.5f, true}), direct));
         // A pack made on one path serves every other.
         gsq::test::for_each_isa([&](gsq::Isa) {
+          CHECK(same_bits(engine_product(a, BOperand::packed(p), c0, {0.5f, true}), direct));
+          ScopedStreaming streaming;
           CHECK(same_bits(engine_product(a, BOperand::packed(p), c0, {0.5f, true}), direct));
         });
       });

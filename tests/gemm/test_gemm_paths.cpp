@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -38,6 +39,7 @@ std::vector<Shape> edge_shapes() {
   return shapes;
 }
 
+/// Every path, in both loop orders (B-resident and streaming with several k-blocks).
 void check_all_paths(const gsq::GseMatrix& a, const BOperand& b, const GemmOptions& o,
                      std::uint64_t seed) {
   const Tensor<float> c0 = random_c(a.rows(), b.rows(), seed);
@@ -46,6 +48,8 @@ void check_all_paths(const gsq::GseMatrix& a, const BOperand& b, const GemmOptio
     const Tensor<float> got = engine_product(a, b, c0, o);
     CHECK(gsq::gemm::active_isa() == isa);
     CHECK(same_bits(got, want));
+    ScopedStreaming streaming;
+    CHECK(same_bits(engine_product(a, b, c0, o), want));
   });
 }
 
@@ -129,12 +133,19 @@ TEST_SUITE("gemm") {
       const gsq::GseMatrix b = random_gse(s.n, s.k, spec, 2);
       const Tensor<float> c0 = random_c(s.m, s.n, 3);
       gsq::test::for_each_isa([&](gsq::Isa) {
-        gsq::set_num_threads(1);
-        const Tensor<float> one = engine_product(a, BOperand::gse(b), c0, {0.5f, true});
-        gsq::set_num_threads(2);
-        const Tensor<float> two = engine_product(a, BOperand::gse(b), c0, {0.5f, true});
-        gsq::set_num_threads(0);
-        CHECK(same_bits(one, two));
+        for (bool stream : {false, true}) {
+          std::optional<ScopedStreaming> streaming;
+          if (stream) streaming.emplace();
+          gsq::set_num_threads(1);
+          const Tensor<float> one = engine_product(a, BOperand::gse(b), c0, {0.5f, true});
+          gsq::set_num_threads(2);
+          const Tensor<float> two = engine_product(a, BOperand::gse(b), c0, {0.5f, true});
+          gsq::set_num_threads(3);
+          const Tensor<float> three = engine_product(a, BOperand::gse(b), c0, {0.5f, true});
+          gsq::set_num_threads(0);
+          CHECK(same_bits(one, two));
+          CHECK(same_bits(one, three));
+        }
       });
     }
   }

@@ -14,7 +14,9 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstring>
 #include <cstdint>
 #include <string>
 
@@ -33,12 +35,25 @@
 GSQ_NAMESPACE_BEGIN
 namespace gemm::detail {
 
-/// Bytes of k per B block: the block (NR × this) stays in L1 while A tiles stream by.
-inline constexpr std::int64_t kBlockDepthBytes = 512;
+/// Blocking knobs. Tests shrink them to drive every loop order with small shapes;
+/// results never depend on them (k order and per-element arithmetic are fixed).
+struct Tuning {
+  /// Bytes of k per B block: the block (NR × this) stays in L1 while A tiles stream by.
+  std::atomic<std::int64_t> block_depth_bytes{512};
+  /// Bytes of packed B a thread may hold at once when its whole share of B is packed up
+  /// front (thin K, thin N): then tiles run outermost, C is written row by row and no
+  /// k-blocking is needed.
+  std::atomic<std::int64_t> resident_bytes{256 << 10};
+};
+inline Tuning& tuning() noexcept {
+  static Tuning t;
+  return t;
+}
 
 /// Whole groups per k-block (at least one).
 inline std::int64_t block_groups(const PanelGeometry& geo) noexcept {
-  return std::max<std::int64_t>(1, kBlockDepthBytes / (std::int64_t{geo.quads} * 4));
+  return std::max<std::int64_t>(
+      1, tuning().block_depth_bytes.load(std::memory_order_relaxed) / (std::int64_t{geo.quads} * 4));
 }
 
 /// Floats of packing scratch a thread needs (staging rows, one decoded group).
@@ -131,28 +146,102 @@ inline BSourceView make_source(const BOperand& b, Workspace& ws) {
   return s;
 }
 
-/// The packed A operand of one call.
-struct PackedA {
-  const std::uint8_t* data = nullptr;
-  const float* exps = nullptr;
+/// The A operand of one call, packed or (thin N on AVX-512) read in place.
+struct PreparedA {
+  const std::uint8_t* data = nullptr;  // packed tiles, or A's mantissa rows (direct)
+  const float* exps = nullptr;         // packed: tile layout; direct: [row][group]
   std::int64_t rows = 0;
+  bool direct = false;
+  std::int64_t row_stride = 0;         // direct: bytes between A rows
+  std::int64_t full_tiles = 0;         // direct: tiles whose MR rows all exist
+  const std::uint8_t* tail = nullptr;  // direct: copy of the last partial tile, zero rows added
 };
 
-/// Packs all of A into the calling thread's workspace, in parallel over tiles.
-inline PackedA pack_a_all(const GseMatrix& a, const PanelGeometry& geo, const PathTable& path) {
+/// Whether the kernel of `path` can read A in place for this product.
+inline bool can_read_a_directly(const GseMatrix& a, const PanelGeometry& geo, Isa isa) noexcept {
+  return isa == Isa::kAvx512Vnni && geo.mr == NarrowTile::kMr && geo.nr == NarrowTile::kNr &&
+         !a.spec().is_packed() && geo.group % 4 == 0;
+}
+
+/// Packs all of A into the calling thread's workspace (parallel over tiles), or prepares
+/// the direct layout: float exponents per row and a padded copy of the last tile.
+inline PreparedA prepare_a(const GseMatrix& a, const PanelGeometry& geo, const PathTable& path) {
   Workspace& ws = thread_workspace();
   const std::int64_t tiles = geo.a_tiles(a.rows());
+  PreparedA out;
+  out.rows = a.rows();
+  if (can_read_a_directly(a, geo, path.isa)) {
+    out.direct = true;
+    out.row_stride = a.row_bytes();
+    out.full_tiles = a.rows() / geo.mr;
+    const std::int64_t groups = geo.groups;
+    float* exps = reserve(ws.a_exp, std::max<std::int64_t>(1, tiles * geo.mr * groups));
+    parallel_for_chunks(tiles * geo.mr, 256, [&](std::int64_t r0, std::int64_t r1) {
+      for (std::int64_t r = r0; r < r1; ++r)
+        for (std::int64_t g = 0; g < groups; ++g)
+          exps[r * groups + g] = r < a.rows() ? static_cast<float>(a.exponent_row(r)[g]) : 0.0f;
+    });
+    out.exps = exps;
+    out.data = reinterpret_cast<const std::uint8_t*>(a.mantissa_row(0));
+    if (out.full_tiles < tiles) {
+      std::uint8_t* tail = reserve(ws.a_panel, geo.mr * a.row_bytes());
+      std::memset(tail, 0, static_cast<std::size_t>(geo.mr * a.row_bytes()));
+      for (std::int64_t r = out.full_tiles * geo.mr; r < a.rows(); ++r)
+        std::memcpy(tail + (r - out.full_tiles * geo.mr) * a.row_bytes(), a.mantissa_row(r),
+                    static_cast<std::size_t>(a.row_bytes()));
+      out.tail = tail;
+    }
+    return out;
+  }
   std::uint8_t* data = reserve(ws.a_panel, std::max<std::int64_t>(1, tiles * geo.a_tile_bytes()));
   float* exps = reserve(ws.a_exp, std::max<std::int64_t>(1, tiles * geo.a_tile_exps()));
   const std::int64_t grain = std::max<std::int64_t>(1, (1 << 16) / std::max<std::int64_t>(1, geo.a_tile_bytes()));
   parallel_for_chunks(tiles, grain, [&](std::int64_t t0, std::int64_t t1) {
     path.pack_a(a, geo, t0, t1, data + t0 * geo.a_tile_bytes(), exps + t0 * geo.a_tile_exps());
   });
-  return {data, exps, a.rows()};
+  out.data = data;
+  out.exps = exps;
+  return out;
 }
 
-/// C (+)= alpha · A·Bᵀ from packed A; B packed block by block (or prepacked).
-inline void run_packed(const PackedA& a, const PanelGeometry& geo, const BSourceView& src,
+/// Runs the kernel for A tiles [t0, t1) against the B records `b` of groups [g0, g1)
+/// of panel p. `kp` carries the call-invariant fields; `acc` holds tile t0's partials.
+inline void run_tiles(const PathTable& path, KernelParams kp, const PreparedA& a,
+                      const PanelGeometry& geo, std::int64_t t0, std::int64_t t1, std::int64_t p,
+                      std::int64_t g0, std::int64_t g1, const std::int8_t* b, float* acc,
+                      MatrixView<float> c) {
+  kp.b = b;
+  kp.groups = g1 - g0;
+  kp.last_quads = g1 == geo.groups ? geo.last_quads : geo.quads;
+  kp.first = g0 == 0;
+  kp.last = g1 == geo.groups;
+  kp.n_valid = static_cast<int>(std::min<std::int64_t>(geo.nr, c.cols() - p * geo.nr));
+  auto call = [&](std::int64_t ta, std::int64_t tb, const std::uint8_t* a_data) {
+    kp.tiles = tb - ta;
+    kp.acc = acc != nullptr ? acc + (ta - t0) * geo.mr * geo.nr : nullptr;
+    kp.c = c.data() + ta * geo.mr * c.stride() + p * geo.nr;
+    kp.m_valid = c.rows() - ta * geo.mr;
+    if (a.direct) {
+      kp.a = a_data + g0 * geo.group;
+      kp.a_exp = a.exps + ta * geo.mr * geo.groups + g0;
+    } else {
+      kp.a = a.data + ta * geo.a_tile_bytes() + g0 * geo.a_group_bytes();
+      kp.a_exp = a.exps + ta * geo.a_tile_exps() + g0 * geo.mr;
+    }
+    path.kernel(kp);
+  };
+  if (!a.direct) {
+    call(t0, t1, nullptr);
+    return;
+  }
+  const std::int64_t split = std::min(t1, std::max(t0, a.full_tiles));
+  if (split > t0) call(t0, split, a.data + t0 * geo.mr * a.row_stride);
+  if (t1 > split) call(split, t1, a.tail);  // the partial last tile
+}
+
+/// C (+)= alpha · A·Bᵀ from prepared A; B packed block by block, packed up front, or
+/// prepacked.
+inline void run_packed(const PreparedA& a, const PanelGeometry& geo, const BSourceView& src,
                        const PackedB* packed, MatrixView<float> c, const GemmOptions& options,
                        const PathTable& path) {
   const std::int64_t m = c.rows();
@@ -160,7 +249,7 @@ inline void run_packed(const PackedA& a, const PanelGeometry& geo, const BSource
   const std::int64_t tiles = geo.a_tiles(m);
   const std::int64_t panels = geo.b_panels(n);
   const std::int64_t kb = block_groups(geo);
-  const bool one_block = kb >= geo.groups;
+  const std::int64_t resident = tuning().resident_bytes.load(std::memory_order_relaxed);
 
   // Units: p_chunks × m_chunks; split N first (each panel packed once), M when N is thin.
   const std::int64_t threads = num_threads();
@@ -168,47 +257,73 @@ inline void run_packed(const PackedA& a, const PanelGeometry& geo, const BSource
   const std::int64_t m_chunks = std::min(tiles, (threads + p_chunks - 1) / p_chunks);
   const std::int64_t units = p_chunks * m_chunks;
 
+  KernelParams base;
+  base.a_tile_stride = a.direct ? geo.mr * a.row_stride : geo.a_tile_bytes();
+  base.a_exp_stride = a.direct ? geo.mr * geo.groups : geo.a_tile_exps();
+  base.a_row_stride = a.direct ? a.row_stride : 0;
+  base.a_exp_row_stride = a.direct ? geo.groups : 0;
+  base.b_record_bytes = geo.b_record_bytes();
+  base.quads = geo.quads;
+  base.mr = geo.mr;
+  base.nr = geo.nr;
+  base.ldc = c.stride();
+  base.alpha = options.alpha;
+  base.accumulate = options.accumulate;
+
   parallel_for_chunks(units, 1, [&](std::int64_t u0, std::int64_t u1) {
     Workspace& ws = thread_workspace();
-    std::int8_t* b_block = packed ? nullptr : reserve(ws.b_block, kb * geo.b_record_bytes());
-    float* scratch = packed ? nullptr : reserve(ws.scratch, pack_scratch_floats(geo));
     for (std::int64_t u = u0; u < u1; ++u) {
       const std::int64_t pc = u / m_chunks, mc = u % m_chunks;
       const std::int64_t p0 = pc * panels / p_chunks, p1 = (pc + 1) * panels / p_chunks;
       const std::int64_t t0 = mc * tiles / m_chunks, t1 = (mc + 1) * tiles / m_chunks;
       if (t0 == t1) continue;
-      float* acc = one_block ? nullptr : reserve(ws.acc, (t1 - t0) * geo.mr * geo.nr);
-      KernelParams kp;
-      kp.a_tile_stride = geo.a_tile_bytes();
-      kp.a_exp_stride = geo.a_tile_exps();
-      kp.tiles = t1 - t0;
-      kp.b_record_bytes = geo.b_record_bytes();
-      kp.quads = geo.quads;
-      kp.mr = geo.mr;
-      kp.nr = geo.nr;
-      kp.acc = acc;
-      kp.ldc = c.stride();
-      kp.m_valid = m - t0 * geo.mr;
-      kp.alpha = options.alpha;
-      kp.accumulate = options.accumulate;
+      const std::int64_t share = (p1 - p0) * geo.b_panel_bytes();
+      if (packed != nullptr || share <= resident) {
+        // All of this unit's B is available at once: tiles outermost, whole K per call.
+        const std::int8_t* b_all;
+        std::int64_t b_first_panel = p0;
+        if (packed != nullptr) {
+          b_all = packed->panel(0);
+          b_first_panel = 0;
+        } else {
+          std::int8_t* buf = reserve(ws.b_block, share);
+          float* scratch = reserve(ws.scratch, pack_scratch_floats(geo));
+          for (std::int64_t p = p0; p < p1; ++p)
+            for (std::int64_t g0 = 0; g0 < geo.groups; g0 += kb)
+              path.pack_b(src, geo, p * geo.nr, g0, std::min(geo.groups, g0 + kb),
+                          buf + (p - p0) * geo.b_panel_bytes() + g0 * geo.b_record_bytes(), scratch);
+          b_all = buf;
+        }
+        const bool big_b = packed != nullptr && share > resident;
+        if (!big_b) {
+          const std::int64_t chunk = std::clamp<std::int64_t>(
+              (32 << 10) / std::max<std::int64_t>(1, geo.a_tile_bytes()), 1, 4);
+          for (std::int64_t tc = t0; tc < t1; tc += chunk) {
+            const std::int64_t tc1 = std::min(t1, tc + chunk);
+            for (std::int64_t p = p0; p < p1; ++p)
+              run_tiles(path, base, a, geo, tc, tc1, p, 0, geo.groups,
+                        b_all + (p - b_first_panel) * geo.b_panel_bytes(), nullptr, c);
+          }
+          continue;
+        }
+        // A large prepacked B: panels outermost, k-blocked like the streaming case.
+        float* acc = kb >= geo.groups ? nullptr : reserve(ws.acc, (t1 - t0) * geo.mr * geo.nr);
+        for (std::int64_t p = p0; p < p1; ++p)
+          for (std::int64_t g0 = 0; g0 < geo.groups; g0 += kb)
+            run_tiles(path, base, a, geo, t0, t1, p, g0, std::min(geo.groups, g0 + kb),
+                      b_all + p * geo.b_panel_bytes() + g0 * geo.b_record_bytes(), acc, c);
+        continue;
+      }
+      // Streaming: per panel and k-block, pack the block into L1-sized scratch and run
+      // every tile of the unit past it.
+      std::int8_t* b_block = reserve(ws.b_block, kb * geo.b_record_bytes());
+      float* scratch = reserve(ws.scratch, pack_scratch_floats(geo));
+      float* acc = kb >= geo.groups ? nullptr : reserve(ws.acc, (t1 - t0) * geo.mr * geo.nr);
       for (std::int64_t p = p0; p < p1; ++p) {
-        kp.c = c.data() + t0 * geo.mr * c.stride() + p * geo.nr;
-        kp.n_valid = static_cast<int>(std::min<std::int64_t>(geo.nr, n - p * geo.nr));
         for (std::int64_t g0 = 0; g0 < geo.groups; g0 += kb) {
           const std::int64_t g1 = std::min(geo.groups, g0 + kb);
-          if (packed) {
-            kp.b = packed->panel(p) + g0 * geo.b_record_bytes();
-          } else {
-            path.pack_b(src, geo, p * geo.nr, g0, g1, b_block, scratch);
-            kp.b = b_block;
-          }
-          kp.a = a.data + t0 * geo.a_tile_bytes() + g0 * geo.a_group_bytes();
-          kp.a_exp = a.exps + t0 * geo.a_tile_exps() + g0 * geo.mr;
-          kp.groups = g1 - g0;
-          kp.last_quads = g1 == geo.groups ? geo.last_quads : geo.quads;
-          kp.first = g0 == 0;
-          kp.last = g1 == geo.groups;
-          path.kernel(kp);
+          path.pack_b(src, geo, p * geo.nr, g0, g1, b_block, scratch);
+          run_tiles(path, base, a, geo, t0, t1, p, g0, g1, b_block, acc, c);
         }
       }
     }

@@ -57,7 +57,7 @@ inline void gemm_nt(const GseMatrix& a, const BOperand& b, MatrixView<float> c,
                                    : PanelGeometry::make(kernel_shape_for(b.rows()),
                                                          a.spec().group, a.cols());
   const BSourceView src = packed ? BSourceView{} : detail::make_source(b, detail::thread_workspace());
-  const detail::PackedA pa = detail::pack_a_all(a, geo, path);
+  const detail::PreparedA pa = detail::prepare_a(a, geo, path);
   detail::run_packed(pa, geo, src, packed, c, options, path);
 }
 
@@ -95,12 +95,22 @@ inline PackedB pack_b(const BOperand& b, MemoryCategory category) {
 }
 
 /// QCD: quantizes A from fp32 once into `a_spec` (a_transposed as quant/gse.hpp's
-/// transpose flag: A = aᵀ grouped along a's rows), then C (+)= alpha · A·Bᵀ.
+/// transpose flag: A = aᵀ grouped along a's rows), then C (+)= alpha · A·Bᵀ. The
+/// quantized A lives in a per-thread workspace reused across calls of the same shape.
 inline void qcd_gemm_nt(MatrixView<const float> a, bool a_transposed, const GseSpec& a_spec,
                         const BOperand& b, MatrixView<float> c, const GemmOptions& options = {},
                         const QuantizeOptions& quantize = {}) {
   a_spec.validate();
-  const GseMatrix aq = quantize_gse(a, a_spec, a_transposed, quantize, MemoryCategory::kScratch);
+  const std::int64_t m = a_transposed ? a.cols() : a.rows();
+  const std::int64_t k = a_transposed ? a.rows() : a.cols();
+  detail::check_gemm_shapes(m, b.rows(), k, b.cols(), c, "qcd_gemm_nt");
+  detail::check_same_group(a_spec, b.spec(), "qcd_gemm_nt");
+  GseMatrix& aq = detail::thread_workspace().qcd_a;
+  if (aq.rows() != m || aq.cols() != k || !(aq.spec() == a_spec)) {
+    aq = GseMatrix();  // release first so peak memory is not doubled
+    aq = GseMatrix(m, k, a_spec, MemoryCategory::kScratch);
+  }
+  quantize_gse(a, a_transposed, aq, quantize);
   gemm_nt(aq, b, c, options);
 }
 

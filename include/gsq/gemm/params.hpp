@@ -23,11 +23,19 @@ struct GemmOptions {
 /// records of groups [g0, g1) of one NR-column panel), see gemm/pack.hpp for the layout.
 /// The fp32 accumulators start from 0 (first) or from `acc`, and end in `acc` or, on
 /// the last k-block, in C. Everything a kernel needs is here; kernels never throw.
+///
+/// A is read in one of two layouts. Packed (a_row_stride == 0): the tile layout of
+/// gemm/pack.hpp, bytes a + 128. Direct (a_row_stride > 0, AVX-512 narrow kernel only):
+/// the int8 mantissa rows of the GseMatrix itself (row r at a + r·a_row_stride, k
+/// contiguous, G % 4 == 0) with float exponents [row][group]; the kernel adds the +128
+/// offset itself. Thin-N products skip packing A this way.
 struct KernelParams {
   const std::uint8_t* a = nullptr;   // tile 0, group g0
   const float* a_exp = nullptr;      // tile 0, group g0
   std::int64_t a_tile_stride = 0;    // bytes from one A tile to the next
   std::int64_t a_exp_stride = 0;     // floats from one tile's exponents to the next
+  std::int64_t a_row_stride = 0;     // direct layout: bytes between rows (0 = packed)
+  std::int64_t a_exp_row_stride = 0; // direct layout: floats between rows' exponents
   std::int64_t tiles = 0;
   const std::int8_t* b = nullptr;    // record of group g0
   std::int64_t b_record_bytes = 0;

@@ -10,6 +10,7 @@
 
 #include "gsq/core/config.hpp"
 #include "gsq/core/memory.hpp"
+#include "gsq/format/gse.hpp"
 
 GSQ_NAMESPACE_BEGIN
 namespace gemm::detail {
@@ -21,6 +22,7 @@ struct Workspace {
   AlignedBuffer<float> acc;             // fp32 partial sums between k-blocks
   AlignedBuffer<float> scratch;         // decode / regroup staging
   AlignedBuffer<float> absmax;          // decoded NF4 block scales (double quantization)
+  GseMatrix qcd_a;                      // qcd_gemm_nt: A quantized from fp32
 };
 
 /// This thread's workspace.

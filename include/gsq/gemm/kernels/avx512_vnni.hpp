@@ -7,7 +7,8 @@
 // correctly rounded scaling, the same as ldexp for any exponent: overflow gives Inf and
 // tiny results the same subnormals), vaddps. These do not compete with vpdpbusd for its
 // ports (DESIGN.md "Machine facts"), so the rescale is almost free for G >= 32.
-// Shapes: 4 × 48 (wide, 12 + 12 accumulators) and 12 × 16 (narrow, for N <= 32).
+// Shapes: 4 × 48 (wide, 12 + 12 accumulators) and 12 × 16 (narrow, for N <= 32); the
+// narrow one can read A's int8 rows in place (no A packing for thin N).
 #pragma once
 
 #include "gsq/core/config.hpp"
@@ -48,12 +49,19 @@ GSQ_ALWAYS_INLINE __mmask16 column_mask(int valid) noexcept {
   return static_cast<__mmask16>((1u << valid) - 1u);
 }
 
-/// All tiles of one kernel call for an MR × (NV·16) register tile.
-template <int MR, int NV>
+/// All tiles of one kernel call for an MR × (NV·16) register tile. kDirect reads A's
+/// int8 rows in place (see KernelParams) and flips them to u8 on the fly.
+template <int MR, int NV, bool kDirect>
 inline void run_tiles(const KernelParams& p) noexcept {
   constexpr int kNr = NV * 16;
   const std::int64_t data_bytes = std::int64_t{p.quads} * kNr * 4;
-  const std::int64_t a_group_bytes = std::int64_t{p.quads} * MR * 4;
+  // A bytes per group, and the step between rows (direct) or quads (packed).
+  const std::int64_t a_group_bytes = kDirect ? std::int64_t{p.quads} * 4 : std::int64_t{p.quads} * MR * 4;
+  const std::int64_t a_row = kDirect ? p.a_row_stride : 4;
+  const std::int64_t a_quad = kDirect ? 4 : MR * 4;
+  const std::int64_t e_row = kDirect ? p.a_exp_row_stride : 1;
+  const std::int64_t e_group = kDirect ? 1 : MR;
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   const __m512 alpha = _mm512_set1_ps(p.alpha);
   __mmask16 cmask[NV];
   for (int j = 0; j < NV; ++j) cmask[j] = column_mask(p.n_valid - 16 * j);
@@ -83,17 +91,18 @@ inline void run_tiles(const KernelParams& p) noexcept {
         for (int j = 0; j < NV; ++j)
           bv[j] = _mm512_load_si512(reinterpret_cast<const void*>(bq + j * 64));
         for (int r = 0; r < MR; ++r) {
-          const __m512i av = broadcast_u32(aq + r * 4);
+          __m512i av = broadcast_u32(aq + r * a_row);
+          if (kDirect) av = _mm512_xor_si512(av, flip);
           for (int j = 0; j < NV; ++j) dpbusd(iacc[r][j], av, bv[j]);
         }
         bq += kNr * 4;
-        aq += MR * 4;
+        aq += a_quad;
       }
       const float* eb_ptr = reinterpret_cast<const float*>(rec + data_bytes + kNr * 4);
       __m512 eb[NV];
       for (int j = 0; j < NV; ++j) eb[j] = _mm512_load_ps(eb_ptr + j * 16);
       for (int r = 0; r < MR; ++r) {
-        const __m512 er = _mm512_set1_ps(ea[r]);
+        const __m512 er = _mm512_set1_ps(ea[r * e_row]);
         for (int j = 0; j < NV; ++j) {
           const __m512 scaled =
               _mm512_scalef_ps(_mm512_cvtepi32_ps(iacc[r][j]), _mm512_add_ps(eb[j], er));
@@ -102,7 +111,7 @@ inline void run_tiles(const KernelParams& p) noexcept {
       }
       rec += p.b_record_bytes;
       a += a_group_bytes;
-      ea += MR;
+      ea += e_group;
     }
 
     if (!p.last) {
@@ -130,10 +139,14 @@ inline void run_tiles(const KernelParams& p) noexcept {
 /// The path's kernel entry point (shapes from gemm/pack.hpp).
 inline void gemm_kernel(const KernelParams& p) noexcept {
   if (p.mr == WideTile::kMr && p.nr == WideTile::kNr) {
-    run_tiles<WideTile::kMr, WideTile::kNr / 16>(p);
+    GSQ_ASSERT(p.a_row_stride == 0);
+    run_tiles<WideTile::kMr, WideTile::kNr / 16, false>(p);
   } else {
     GSQ_ASSERT(p.mr == NarrowTile::kMr && p.nr == NarrowTile::kNr);
-    run_tiles<NarrowTile::kMr, NarrowTile::kNr / 16>(p);
+    if (p.a_row_stride > 0)
+      run_tiles<NarrowTile::kMr, NarrowTile::kNr / 16, true>(p);
+    else
+      run_tiles<NarrowTile::kMr, NarrowTile::kNr / 16, false>(p);
   }
 }
 

@@ -266,10 +266,16 @@ inline void pack_a(const GseMatrix& a, const PanelGeometry& geo, std::int64_t t0
             _mm512_storeu_si512(reinterpret_cast<void*>(tile + (q0 + 4 * c) * 16), o[c]);
           continue;
         }
-        for (int i = 0; i < nq; ++i) {
-          const __m128i quad = _mm512_castsi512_si128(
-              _mm512_maskz_compress_epi32(static_cast<__mmask16>(0xF << ((i % 4) * 4)), o[i / 4]));
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(tile + (q0 + i) * geo.mr * 4 + r4 * 4), quad);
+        // Other tile heights: each quad's 16 bytes go to their own place (stride MR·4).
+        std::uint8_t* dst = tile + q0 * geo.mr * 4 + r4 * 4;
+        const std::int64_t stride = std::int64_t{geo.mr} * 4;
+        for (int c = 0; c < 4 && 4 * c < nq; ++c) {
+          std::uint8_t* d = dst + 4 * c * stride;
+          const std::int64_t left = nq - 4 * c;
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(d), _mm512_castsi512_si128(o[c]));
+          if (left > 1) _mm_storeu_si128(reinterpret_cast<__m128i*>(d + stride), _mm512_extracti32x4_epi32(o[c], 1));
+          if (left > 2) _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 2 * stride), _mm512_extracti32x4_epi32(o[c], 2));
+          if (left > 3) _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 3 * stride), _mm512_extracti32x4_epi32(o[c], 3));
         }
       }
     }
