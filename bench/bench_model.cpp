@@ -12,8 +12,9 @@
 // and random LLaMA shapes d<dim>_h<hidden>_l<layers>
 // with head size 64, no GQA, vocab 2048 (the classifier is FP32 in every mode; a 32k
 // vocabulary would make it dominate the small shapes).
-// Counters: tokens_per_s, and peak bytes per memory category over the benchmark (model
-// build included) in MiB: peak_<category>_MiB, peak_total_MiB. The machine is shared
+// Counters: tokens_per_s, and peak bytes per memory category in MiB once the model is
+// built (the FP32 tensors it was built from are gone by then): peak_<category>_MiB,
+// peak_total_MiB. The machine is shared
 // while developing: compare ratios within one run.
 #include <benchmark/benchmark.h>
 
@@ -124,13 +125,13 @@ void report_memory(benchmark::State& state) {
 }
 
 void bench_forward(benchmark::State& state, const ModelSpec& spec, bool integer) {
-  gsq::reset_memory_peaks();
   std::string skip;
   std::optional<gsq::Llama> model = build(spec, integer, skip);
   if (!model) {
     state.SkipWithError(skip.c_str());
     return;
   }
+  gsq::reset_memory_peaks();
   const std::int64_t tokens = kBatch * kSeq;
   const auto ids = random_ids(tokens, model->config().vocab_size);
   gsq::Tensor<float> logits({tokens, model->config().vocab_size}, gsq::MemoryCategory::kScratch);
@@ -145,13 +146,13 @@ void bench_forward(benchmark::State& state, const ModelSpec& spec, bool integer)
 }
 
 void bench_train_step(benchmark::State& state, const ModelSpec& spec, bool integer) {
-  gsq::reset_memory_peaks();
   std::string skip;
   std::optional<gsq::Llama> model = build(spec, integer, skip);
   if (!model) {
     state.SkipWithError(skip.c_str());
     return;
   }
+  gsq::reset_memory_peaks();
   const std::int64_t tokens = kBatch * kSeq;
   const auto ids = random_ids(tokens, model->config().vocab_size);
   const gsq::NextTokenTargets tt = gsq::next_token_targets(ids, kBatch);

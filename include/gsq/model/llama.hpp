@@ -193,10 +193,16 @@ class Llama {
                 "Llama: the weights lack tensor '" + name + "'");
       Tensor<float> t = std::move(it->second);
       weights.erase(it);
-      bool ok = t.rank() == static_cast<int>(shape.size());
-      for (std::size_t i = 0; ok && i < shape.size(); ++i) ok = t.dim(static_cast<int>(i)) == shape[i];
-      GSQ_CHECK(ok, ErrorCode::kShapeMismatch,
-                "Llama: tensor '" + name + "' does not have the shape the config implies");
+      auto shape_text = [](const std::vector<std::int64_t>& s) {
+        std::string r = "[";
+        for (std::size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+        return r + "]";
+      };
+      std::vector<std::int64_t> got;
+      for (int i = 0; i < t.rank(); ++i) got.push_back(t.dim(i));
+      GSQ_CHECK(got == shape, ErrorCode::kShapeMismatch,
+                "Llama: tensor '" + name + "' has shape " + shape_text(got) + ", the config needs " +
+                    shape_text(shape));
       return t;
     };
     const std::int64_t d = config_.dim, kv = config_.kv_dim(), h = config_.hidden_dim;
