@@ -39,6 +39,14 @@ inline float uniform_effective_step(float s) noexcept { return std::max(s, kUnif
 
 namespace reference {
 
+/// True if all n values are finite; accumulates a flag rather than branching, so the
+/// compiler vectorises it.
+inline bool row_is_finite(const float* x, std::int64_t n) noexcept {
+  bool ok = true;
+  for (std::int64_t i = 0; i < n; ++i) ok &= std::isfinite(x[i]);
+  return ok;
+}
+
 /// The code of one value as a float: clamp(nearbyint((w − b)/s), Qn, Qp).
 inline float uniform_code(float w, float s, float b, float qmin, float qmax) noexcept {
   return std::clamp(std::nearbyint((w - b) / s), qmin, qmax);
