@@ -167,7 +167,9 @@ TEST_SUITE("io") {
     const gsq::LlamaWeights w = gsq::load_llama(dir.path());
     CHECK(w.tensors.size() == tensors.size());
     CHECK(w.tensors.count("lm_head.weight") == 1);
-    for (const auto& [name, t] : tensors) {
+    for (const auto& kv : tensors) {
+      const std::string& name = kv.first;  // a plain reference: CAPTURE captures it (clang 14)
+      const gsq::Tensor<float>& t = kv.second;
       CAPTURE(name);
       CHECK(gsq::test::bitwise_equal(w.at(name).data(), t.data(), t.numel()));
     }

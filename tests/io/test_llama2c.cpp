@@ -111,7 +111,9 @@ TEST_SUITE("io") {
     CHECK(dir.entries() == 1);
     const gsq::LlamaWeights back = gsq::read_llama2c(dir / "copy.bin");
     CHECK(back.tensors.size() == w.tensors.size());
-    for (const auto& [name, t] : w.tensors) {
+    for (const auto& kv : w.tensors) {
+      const std::string& name = kv.first;  // a plain reference: CAPTURE captures it (clang 14)
+      const gsq::Tensor<float>& t = kv.second;
       CAPTURE(name);
       REQUIRE(back.tensors.count(name) == 1);
       CHECK(gsq::test::bitwise_equal(back.at(name).data(), t.data(), t.numel()));

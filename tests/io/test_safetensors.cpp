@@ -289,7 +289,9 @@ TEST_SUITE("io") {
     const gsq::SafetensorsFile f = gsq::SafetensorsFile::open(dir / "f.safetensors");
     CHECK(b.file_bytes() < f.file_bytes() / 2 + 4096);
     CHECK(b.metadata() == st.metadata());
-    for (const auto& [name, t] : tensors) {
+    for (const auto& kv : tensors) {
+      const std::string& name = kv.first;  // a plain reference: CAPTURE captures it (clang 14)
+      const gsq::Tensor<float>& t = kv.second;
       CAPTURE(name);
       const gsq::Tensor<float> back = b.to_float(name);
       CHECK(gsq::test::bitwise_equal(back.data(), t.data(), t.numel()));
