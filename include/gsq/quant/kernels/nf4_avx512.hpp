@@ -72,14 +72,19 @@ inline bool nf4_quantize_row(const float* src, std::int64_t cols, std::uint8_t* 
     const std::int64_t n = std::min<std::int64_t>(kNf4Block, cols - c0);
     __m512 x[4];
     __m512i acc = _mm512_setzero_si512();
-    for (int k = 0; k < 4; ++k) {
-      const std::int64_t left = n - 16 * k;
-      const __mmask16 mask = left >= 16 ? static_cast<__mmask16>(0xFFFF)
-                                        : (left <= 0 ? static_cast<__mmask16>(0)
-                                                     : static_cast<__mmask16>((1u << left) - 1u));
-      x[k] = _mm512_maskz_loadu_ps(mask, src + c0 + 16 * k);
-      acc = _mm512_max_epu32(acc, _mm512_and_si512(_mm512_castps_si512(x[k]), abs_mask));
+    if (n == kNf4Block) {
+      for (int k = 0; k < 4; ++k) x[k] = _mm512_loadu_ps(src + c0 + 16 * k);
+    } else {
+      for (int k = 0; k < 4; ++k) {
+        const std::int64_t left = n - 16 * k;
+        const __mmask16 mask = left >= 16 ? static_cast<__mmask16>(0xFFFF)
+                                          : (left <= 0 ? static_cast<__mmask16>(0)
+                                                       : static_cast<__mmask16>((1u << left) - 1u));
+        x[k] = _mm512_maskz_loadu_ps(mask, src + c0 + 16 * k);
+      }
     }
+    for (int k = 0; k < 4; ++k)
+      acc = _mm512_max_epu32(acc, _mm512_and_si512(_mm512_castps_si512(x[k]), abs_mask));
     const auto amax_bits = static_cast<std::uint32_t>(_mm512_reduce_max_epu32(acc));
     if (amax_bits >= 0x7F800000u) return false;
     std::uint8_t* out = codes + b * (kNf4Block / 2);
