@@ -112,9 +112,10 @@ GSQ_ALWAYS_INLINE __m256i encode8(__m256 x, __m256i neg_e, __m256 qmax) noexcept
 }
 
 /// 8 NF4 values: codes k .. k+7 of a code row (k even) times `absmax`.
-GSQ_ALWAYS_INLINE __m256 nf4_decode8(const std::uint8_t* codes, std::int64_t k, __m256 absmax) noexcept {
-  std::int32_t raw;
-  std::memcpy(&raw, codes + k / 2, 4);
+GSQ_ALWAYS_INLINE __m256 nf4_decode8(const std::uint8_t* codes, std::int64_t k, __m256 absmax,
+                                     std::int64_t avail = 4) noexcept {
+  std::int32_t raw = 0;
+  std::memcpy(&raw, codes + k / 2, static_cast<std::size_t>(std::min<std::int64_t>(avail, 4)));
   const __m128i b4 = _mm_cvtsi32_si128(raw);
   const __m256i idx = _mm256_and_si256(
       _mm256_srlv_epi32(_mm256_cvtepu8_epi32(_mm_unpacklo_epi8(b4, b4)), _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4)),
@@ -292,7 +293,8 @@ inline void pack_b(const BSourceView& s, const PanelGeometry& geo, std::int64_t 
             __m256 amv = _mm256_set1_ps(am[blk]);
             if (split < 8 && blk + 1 < s.absmax_stride)
               amv = _mm256_blendv_ps(amv, _mm256_set1_ps(am[blk + 1]), _mm256_castsi256_ps(_mm256_xor_si256(lanes8(split), _mm256_set1_epi32(-1))));
-            v[i] = _mm256_and_si256(k_ok, _mm256_castps_si256(nf4_decode8(s.codes + n * s.code_stride, k, amv)));
+            const std::int64_t bytes = std::min<std::int64_t>(4, s.code_stride - k / 2);  // stay in the row
+            v[i] = _mm256_and_si256(k_ok, _mm256_castps_si256(nf4_decode8(s.codes + n * s.code_stride, k, amv, bytes)));
           }
           transpose8x8(v);
           const std::int64_t nk = std::min<std::int64_t>(8, rows_in - kk);

@@ -105,31 +105,43 @@ GSQ_ALWAYS_INLINE __m512i group_exponents(__m512 amax, int bits, int exp_min, in
 }
 
 /// Mantissas of 16 values under per-lane exponents: clamp(rint(x · 2^−e), ±qmax).
-GSQ_ALWAYS_INLINE __m512i encode16(__m512 x, __m512 neg_e, __m512 qmax) noexcept {
-  const __m512 scaled = _mm512_scalef_ps(x, neg_e);
-  const __m512 clamped = _mm512_min_ps(_mm512_max_ps(scaled, _mm512_sub_ps(_mm512_setzero_ps(), qmax)), qmax);
-  return _mm512_cvt_roundps_epi32(clamped, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+/// With 8-bit exponents |x·2^−e| < 2^(b−1) (the exponent is never clamped from above),
+/// so `float_clamp` may be false and the clamp is done on bytes after packing.
+GSQ_ALWAYS_INLINE __m512i encode16(__m512 x, __m512 neg_e, __m512 qmax, bool float_clamp) noexcept {
+  __m512 scaled = _mm512_scalef_ps(x, neg_e);
+  if (float_clamp)
+    scaled = _mm512_min_ps(_mm512_max_ps(scaled, _mm512_sub_ps(_mm512_setzero_ps(), qmax)), qmax);
+  return _mm512_cvt_roundps_epi32(scaled, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
-/// 16 NF4 values: codes k .. k+15 of a code row (k even) times `absmax`; lanes outside
-/// `valid` are zero. vpermps reads only the low 4 bits of each index, so the high nibble
-/// needs a shift and the low one nothing.
-GSQ_ALWAYS_INLINE __m512 nf4_decode16(const std::uint8_t* codes, std::int64_t k, __m512 absmax,
-                                      __mmask16 valid) noexcept {
-  const __m128i b8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + k / 2));
-  const __m512i idx = _mm512_srlv_epi32(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(b8, b8)),
-                                        _mm512_set_epi32(4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0));
-  const __m512 book = _mm512_loadu_ps(kNf4Codebook.data());
-  return _mm512_maskz_mul_ps(valid, _mm512_permutexvar_ps(idx, book), absmax);
+/// NF4 indices of codes k .. k+15 of a code row (k even), lane i = code k + i. Only the
+/// low 4 bits of each lane are meaningful (vpermps ignores the rest).
+/// `avail` bounds the code bytes read (codes past it decode as code 0).
+GSQ_ALWAYS_INLINE __m512i nf4_index16(const std::uint8_t* codes, std::int64_t k,
+                                      std::int64_t avail = 8) noexcept {
+  const __m512i q = _mm512_castsi128_si512(
+      _mm_maskz_loadu_epi8(static_cast<__mmask16>(lane_mask(std::min<std::int64_t>(avail, 8))), codes + k / 2));
+  const __m512i dw = _mm512_permutexvar_epi32(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0), q);
+  return _mm512_srlv_epi32(dw, _mm512_set_epi32(28, 24, 20, 16, 12, 8, 4, 0, 28, 24, 20, 16, 12, 8, 4, 0));
 }
 
-/// Per-lane absmax for NF4 values k .. k+15 of one stored row (blocks of 64 along it).
-GSQ_ALWAYS_INLINE __m512 nf4_absmax16(const float* absmax, std::int64_t blocks, std::int64_t k) noexcept {
-  const std::int64_t blk = k / kNf4Block;
-  const std::int64_t split = (blk + 1) * kNf4Block - k;  // lanes before the next block
-  __m512 a = _mm512_set1_ps(absmax[blk]);
-  if (split < 16 && blk + 1 < blocks) a = _mm512_mask_mov_ps(a, static_cast<__mmask16>(~lane_mask(split)), _mm512_set1_ps(absmax[blk + 1]));
-  return a;
+/// The same 16 codes in the lane order 0, 8, 1, 9, ..., 7, 15 (lane 2i = code k + i,
+/// lane 2i + 1 = code k + 8 + i): one broadcast and one shift. For rows that are
+/// transposed afterwards, where the order only decides which k row a vector lands in.
+GSQ_ALWAYS_INLINE __m512i nf4_index16_interleaved(const std::uint8_t* codes, std::int64_t k) noexcept {
+  std::int64_t raw;
+  std::memcpy(&raw, codes + k / 2, sizeof raw);
+  return _mm512_srlv_epi32(_mm512_set1_epi64(raw),
+                           _mm512_set_epi32(28, 28, 24, 24, 20, 20, 16, 16, 12, 12, 8, 8, 4, 4, 0, 0));
+}
+
+/// The k offset (within a 16-chunk) of lane L of nf4_index16_interleaved.
+constexpr int interleaved_k(int lane) noexcept { return lane % 2 == 0 ? lane / 2 : 8 + lane / 2; }
+
+/// The NF4 codebook scaled by one block's absmax: entry c = codebook[c] · absmax, the
+/// same single rounding as decoding element by element.
+GSQ_ALWAYS_INLINE __m512 nf4_scaled_book(float absmax) noexcept {
+  return _mm512_mul_ps(_mm512_loadu_ps(kNf4Codebook.data()), _mm512_set1_ps(absmax));
 }
 
 /// Encodes one k-group of 16 columns held as `rows_in` decoded float vectors at `xg`
@@ -145,14 +157,20 @@ GSQ_ALWAYS_INLINE void encode_vertical(const float* xg, std::int64_t rows_in, __
   const __m512 qmax = _mm512_set1_ps(static_cast<float>((1 << (s.bits - 1)) - 1));
   const __m512i order = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
   const __m512i u128 = _mm512_set1_epi8(static_cast<char>(0x80));
+  const bool float_clamp = s.exp_max < 127;
+  const __m512i qmax8 = _mm512_set1_epi8(static_cast<char>((1 << (s.bits - 1)) - 1));
+  const __m512i qmin8 = _mm512_set1_epi8(static_cast<char>(1 - (1 << (s.bits - 1))));
   __m512i sum = _mm512_setzero_si512();
   for (int q = 0; q < geo.quads; ++q) {
     __m512i m[4];
     for (int b = 0; b < 4; ++b) {
       const std::int64_t i = q * 4 + b;
-      m[b] = i < rows_in ? encode16(_mm512_load_ps(xg + i * 16), neg_e, qmax) : _mm512_setzero_si512();
+      m[b] = i < rows_in ? encode16(_mm512_load_ps(xg + i * 16), neg_e, qmax, float_clamp)
+                         : _mm512_setzero_si512();
     }
-    const __m512i bytes = _mm512_packs_epi16(_mm512_packs_epi32(m[0], m[1]), _mm512_packs_epi32(m[2], m[3]));
+    // Saturating packs keep every value in int8; the byte clamp gives ±qmax.
+    __m512i bytes = _mm512_packs_epi16(_mm512_packs_epi32(m[0], m[1]), _mm512_packs_epi32(m[2], m[3]));
+    if (!float_clamp) bytes = _mm512_min_epi8(_mm512_max_epi8(bytes, qmin8), qmax8);
     const __m512i quad = _mm512_shuffle_epi8(bytes, order);
     _mm512_store_si512(reinterpret_cast<void*>(rec + q * geo.nr * 4 + j * 64), quad);
     sum = _mm512_dpbusd_epi32(sum, u128, quad);
@@ -326,9 +344,12 @@ inline void pack_b(const BSourceView& s, const PanelGeometry& geo, std::int64_t 
       const __mmask16 cols_ok = lane_mask(s.rows - nj);
       __m512 amax = _mm512_setzero_ps();
       if (s.kind == BSourceView::Kind::kNf4) {
-        // B's rows are NF4 rows: decode 16 rows × 16 k, transpose to k-major.
+        // B's rows are NF4 rows: decode 16 rows × 16 k, transpose to k-major. Each row's
+        // block codebook is scaled once per chunk (two when the chunk crosses a block).
         for (std::int64_t kk = 0; kk < rows_in; kk += 16) {
-          const __mmask16 k_ok = lane_mask(rows_in - kk);
+          const std::int64_t k = kg + kk;
+          const std::int64_t blk = k / kNf4Block;
+          const std::int64_t split = (blk + 1) * kNf4Block - k;  // lanes in block blk
           __m512i v[16];
           for (int i = 0; i < 16; ++i) {
             const std::int64_t n = nj + i;
@@ -336,24 +357,48 @@ inline void pack_b(const BSourceView& s, const PanelGeometry& geo, std::int64_t 
               v[i] = _mm512_setzero_si512();
               continue;
             }
-            const std::int64_t k = kg + kk;
-            v[i] = _mm512_castps_si512(nf4_decode16(s.codes + n * s.code_stride, k,
-                                                    nf4_absmax16(s.absmax + n * s.absmax_stride, s.absmax_stride, k), k_ok));
+            const float* am = s.absmax + n * s.absmax_stride;
+            const std::uint8_t* codes = s.codes + n * s.code_stride;
+            __m512 x;
+            if (split >= 16) {
+              x = _mm512_permutexvar_ps(nf4_index16_interleaved(codes, k), nf4_scaled_book(am[blk]));
+            } else {
+              // Crossing into block blk + 1 (G not a multiple of 16): natural lane order.
+              // Never read past the row: lanes from split on belong to block blk + 1.
+              const std::int64_t bytes = blk + 1 < s.absmax_stride ? 8 : split / 2;
+              const __m512i idx = nf4_index16(codes, k, bytes);
+              x = _mm512_permutexvar_ps(idx, nf4_scaled_book(am[blk]));
+              if (blk + 1 < s.absmax_stride)
+                x = _mm512_mask_permutexvar_ps(x, static_cast<__mmask16>(~lane_mask(split)), idx,
+                                               nf4_scaled_book(am[blk + 1]));
+              // Reorder to the interleaved lane order used below.
+              x = _mm512_permutexvar_ps(_mm512_set_epi32(15, 7, 14, 6, 13, 5, 12, 4, 11, 3, 10, 2, 9, 1, 8, 0), x);
+            }
+            v[i] = _mm512_castps_si512(x);
           }
           transpose16x16(v);
-          const std::int64_t nk = std::min<std::int64_t>(16, rows_in - kk);
-          for (int i = 0; i < nk; ++i) {
-            const __m512 x = _mm512_castsi512_ps(v[i]);
-            _mm512_store_ps(xg + (kk + i) * 16, x);
+          // v[L] holds k offset interleaved_k(L) of the 16 rows.
+          for (int l = 0; l < 16; ++l) {
+            const std::int64_t kr = kk + interleaved_k(l);
+            if (kr >= rows_in) continue;
+            const __m512 x = _mm512_castsi512_ps(v[l]);
+            _mm512_store_ps(xg + kr * 16, x);
             amax = _mm512_max_ps(amax, _mm512_and_ps(x, sign_off));
           }
         }
       } else if (s.kind == BSourceView::Kind::kNf4Transposed) {
-        // B's rows are NF4 columns: 16 columns of one stored row share one block scale.
+        // B's rows are NF4 columns: 16 columns of one stored row share one block scale
+        // (16-column slabs never cross a 64-column block), and nj + 16 stays in the row.
+        const __m512 book = _mm512_loadu_ps(kNf4Codebook.data());
+        const __m512i pick = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+        const __m512i shifts = _mm512_set_epi32(28, 24, 20, 16, 12, 8, 4, 0, 28, 24, 20, 16, 12, 8, 4, 0);
         for (std::int64_t i = 0; i < rows_in; ++i) {
           const std::int64_t k = kg + i;
-          const __m512 x = nf4_decode16(s.codes + k * s.code_stride, nj,
-                                        _mm512_set1_ps(s.absmax[k * s.absmax_stride + nj / kNf4Block]), cols_ok);
+          const __m512i q = _mm512_castsi128_si512(
+              _mm_loadl_epi64(reinterpret_cast<const __m128i*>(s.codes + k * s.code_stride + nj / 2)));
+          const __m512i idx = _mm512_srlv_epi32(_mm512_permutexvar_epi32(pick, q), shifts);
+          const __m512 x = _mm512_maskz_mul_ps(cols_ok, _mm512_permutexvar_ps(idx, book),
+                                               _mm512_set1_ps(s.absmax[k * s.absmax_stride + nj / kNf4Block]));
           _mm512_store_ps(xg + i * 16, x);
           amax = _mm512_max_ps(amax, _mm512_and_ps(x, sign_off));
         }
