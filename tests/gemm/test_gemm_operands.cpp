@@ -126,7 +126,8 @@ TEST_SUITE("gemm") {
     for (GseSpec spec : {GseSpec{8, 32, 8}, GseSpec{4, 32, 8}, GseSpec{6, 64, 8}, GseSpec{5, 128, 8},
                          GseSpec{8, 24, 8}, GseSpec{7, 10, 5}, GseSpec{3, 16, 8}}) {
       for (GseSpec src : {GseSpec{8, 32, 8}, GseSpec{4, 16, 8}, GseSpec{6, 24, 5}}) {
-        for (auto [rows, cols] : {std::pair<std::int64_t, std::int64_t>{70, 130}, {33, 17}, {1, 200}, {129, 64}}) {
+        for (const auto& extent : {std::pair<std::int64_t, std::int64_t>{70, 130}, {33, 17}, {1, 200}, {129, 64}}) {
+          const std::int64_t rows = extent.first, cols = extent.second;
           CAPTURE(spec.name());
           CAPTURE(src.name());
           CAPTURE(rows);
@@ -152,8 +153,9 @@ TEST_SUITE("gemm") {
     std::uint64_t seed = 50;
     for (GseSpec spec : {GseSpec{8, 32, 8}, GseSpec{4, 32, 8}, GseSpec{6, 64, 8}, GseSpec{8, 128, 8},
                          GseSpec{5, 24, 8}}) {
-      for (auto [m, n, k] : {std::tuple<std::int64_t, std::int64_t, std::int64_t>{17, 70, 130},
-                             {5, 16, 300}, {33, 130, 65}, {1, 49, 16}}) {
+      for (const auto& shape : {std::tuple<std::int64_t, std::int64_t, std::int64_t>{17, 70, 130},
+                                {5, 16, 300}, {33, 130, 65}, {1, 49, 16}}) {
+        const std::int64_t m = std::get<0>(shape), n = std::get<1>(shape), k = std::get<2>(shape);
         CAPTURE(spec.name());
         CAPTURE(shape_name(m, n, k));
         const GseMatrix a = random_gse(m, k, {8, spec.group, 8}, seed++);
@@ -268,8 +270,9 @@ TEST_SUITE("gemm") {
 
   TEST_CASE("gemm: an FP64 product bounds every result on edge shapes") {
     std::uint64_t seed = 900;
-    for (auto [m, n, k] : {std::tuple<std::int64_t, std::int64_t, std::int64_t>{15, 17, 31}, {33, 63, 65},
-                           {1, 97, 513}, {16, 16, 2048}}) {
+    for (const auto& shape : {std::tuple<std::int64_t, std::int64_t, std::int64_t>{15, 17, 31}, {33, 63, 65},
+                              {1, 97, 513}, {16, 16, 2048}}) {
+      const std::int64_t m = std::get<0>(shape), n = std::get<1>(shape), k = std::get<2>(shape);
       const GseMatrix a = random_gse(m, k, {8, 32, 8}, seed++);
       const GseMatrix b = random_gse(n, k, {6, 32, 8}, seed++);
       const Tensor<float> c0 = random_c(m, n, seed++);

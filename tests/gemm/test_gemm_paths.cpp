@@ -74,7 +74,8 @@ TEST_SUITE("gemm") {
                                                      {4, 4}, {3, 3}, {2, 8}, {7, 5}, {8, 2}};
     std::uint64_t seed = 500;
     for (int group : {32, 64, 128, 8, 10, 24, 256}) {
-      for (auto [ab, bb] : pairs) {
+      for (const auto& pair : pairs) {
+        const int ab = std::get<0>(pair), bb = std::get<1>(pair);
         std::string name = "A";
         name += std::to_string(ab);
         name += "B";
@@ -107,7 +108,8 @@ TEST_SUITE("gemm") {
       mode.store(vnni);
       gsq::ScopedIsa scope(gsq::Isa::kAvx2);
       std::uint64_t seed = 70;
-      for (auto [ab, bb] : {std::pair{8, 8}, std::pair{8, 4}, std::pair{5, 6}}) {
+      for (const auto& pair : {std::pair{8, 8}, std::pair{8, 4}, std::pair{5, 6}}) {
+        const int ab = pair.first, bb = pair.second;
         const gsq::GseMatrix a = random_gse(13, 300, {ab, 32, 8}, seed++);
         const gsq::GseMatrix b = random_gse(50, 300, {bb, 32, 8}, seed++);
         const Tensor<float> c0 = random_c(13, 50, seed);
