@@ -167,38 +167,42 @@ GSQ_ALWAYS_INLINE void transpose16x16(__m512i* rows) noexcept {
   for (int i = 0; i < 16; ++i) rows[i] = a[i];
 }
 
-/// A byte tile of 16 rows × `width` bytes (width a multiple of 16, at most 256; rows
-/// 16-byte aligned), seen as
-/// width/16 blocks of 16×16: transposes every block in place, four (zmm), two (ymm) or
-/// one (xmm) at a time. Row r of the tile starts at tile + r·width.
-GSQ_ALWAYS_INLINE void transpose_blocks(std::int8_t* tile, int width) noexcept {
-  int b = 0;
-  for (; b + 4 <= width / 16; b += 4) {
-    __m512i rows[16];
-    for (int r = 0; r < 16; ++r) rows[r] = _mm512_loadu_si512(tile + r * width + b * 16);
-    transpose16x16(rows);
-    for (int r = 0; r < 16; ++r) _mm512_storeu_si512(tile + r * width + b * 16, rows[r]);
-  }
-  for (; b + 2 <= width / 16; b += 2) {
-    __m256i rows[16];
-    for (int r = 0; r < 16; ++r)
-      rows[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile + r * width + b * 16));
-    transpose16x16(rows);
-    for (int r = 0; r < 16; ++r)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(tile + r * width + b * 16), rows[r]);
-  }
-  for (; b < width / 16; ++b) {
-    __m128i rows[16];
-    for (int r = 0; r < 16; ++r)
-      rows[r] = _mm_load_si128(reinterpret_cast<const __m128i*>(tile + r * width + b * 16));
-    transpose16x16(rows);
-    for (int r = 0; r < 16; ++r)
-      _mm_store_si128(reinterpret_cast<__m128i*>(tile + r * width + b * 16), rows[r]);
-  }
-}
-
 GSQ_ALWAYS_INLINE __mmask64 byte_mask(std::int64_t n) noexcept {
   return n >= 64 ? ~__mmask64{0} : (n <= 0 ? __mmask64{0} : (__mmask64{1} << n) - 1);
+}
+
+/// Nibble-packs the first bytes of a vector (values in [-8, 7]): byte i of the result is
+/// v[2i] & 15 | v[2i+1] << 4. Stores `count` (even) source values as count/2 bytes.
+GSQ_ALWAYS_INLINE void store_packed(std::int8_t* out, __m512i v, std::int64_t count) noexcept {
+  const __m512i w =
+      _mm512_or_si512(_mm512_and_si512(v, _mm512_set1_epi16(0x000F)),
+                      _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi16(0x00F0)));
+  _mm256_mask_storeu_epi8(out, static_cast<__mmask32>(byte_mask(count / 2)),
+                          _mm512_cvtepi16_epi8(w));
+}
+GSQ_ALWAYS_INLINE void store_packed(std::int8_t* out, __m256i v, std::int64_t count) noexcept {
+  const __m256i w =
+      _mm256_or_si256(_mm256_and_si256(v, _mm256_set1_epi16(0x000F)),
+                      _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi16(0x00F0)));
+  _mm_mask_storeu_epi8(out, static_cast<__mmask16>(byte_mask(count / 2)), _mm256_cvtepi16_epi8(w));
+}
+GSQ_ALWAYS_INLINE void store_packed(std::int8_t* out, __m128i v, std::int64_t count) noexcept {
+  const __m128i w = _mm_or_si128(_mm_and_si128(v, _mm_set1_epi16(0x000F)),
+                                 _mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi16(0x00F0)));
+  _mm_mask_storeu_epi8(out, static_cast<__mmask16>(byte_mask(count / 2)), _mm_cvtepi16_epi8(w));
+}
+
+/// Up to 64 sign-extended nibbles (count even) from count/2 packed bytes.
+GSQ_ALWAYS_INLINE __m512i load_unpacked(const std::int8_t* packed, std::int64_t count) noexcept {
+  const __m256i bytes =
+      _mm256_maskz_loadu_epi8(static_cast<__mmask32>(byte_mask(count / 2)), packed);
+  const __m512i x = _mm512_cvtepu8_epi16(bytes);
+  const __m512i w =
+      _mm512_or_si512(_mm512_and_si512(x, _mm512_set1_epi16(0x000F)),
+                      _mm512_and_si512(_mm512_slli_epi16(x, 4), _mm512_set1_epi16(0x0F00)));
+  const __m512i eight = _mm512_set1_epi8(8);
+  return _mm512_maskz_mov_epi8(byte_mask(count),
+                               _mm512_sub_epi8(_mm512_xor_si512(w, eight), eight));
 }
 
 /// 16 uniforms random_uniform(seed, stream, index + i) into out (tests, benchmarks).
@@ -353,42 +357,46 @@ inline bool quantize_row(const GseQuantParams& p, std::int64_t r, std::int8_t* d
   return true;
 }
 
-/// Packs `count` bytes of tile row (values in [-8, 7], count even) into count/2 bytes.
-GSQ_ALWAYS_INLINE void pack_tile_row(const std::int8_t* row, int count, std::int8_t* out) noexcept {
-  const __m512i lo_mask = _mm512_set1_epi16(0x000F), hi_mask = _mm512_set1_epi16(0x00F0);
-  for (int b = 0; b < count; b += 64) {
-    const __m512i w = _mm512_loadu_si512(row + b);
-    const __m512i packed = _mm512_or_si512(_mm512_and_si512(w, lo_mask),
-                                           _mm512_and_si512(_mm512_srli_epi16(w, 4), hi_mask));
-    const __m256i bytes = _mm512_cvtepi16_epi8(packed);
-    _mm256_mask_storeu_epi8(out + b / 2, static_cast<__mmask32>(byte_mask((count - b) / 2)), bytes);
-  }
-}
-
 /// Scratch of one transposed tile (kept out of the per-group function's frame).
 struct TransposeScratch {
   alignas(64) __m512 strip[256];
-  alignas(64) std::int8_t tile[16 * 256];
+  alignas(64) __m128i tile[256];
 };
+
+/// Writes transposed row j's `count` mantissas: as bytes, or nibble-packed in place.
+template <class V>
+GSQ_ALWAYS_INLINE void store_tile_row(std::int8_t* bytes_out, std::int8_t* packed_out, V v,
+                                      std::int64_t count) noexcept {
+  if (packed_out != nullptr) {
+    store_packed(packed_out, v, count);
+  } else if constexpr (sizeof(V) == 64) {
+    _mm512_mask_storeu_epi8(bytes_out, byte_mask(count), v);
+  } else if constexpr (sizeof(V) == 32) {
+    _mm256_mask_storeu_epi8(bytes_out, static_cast<__mmask32>(byte_mask(count)), v);
+  } else {
+    _mm_mask_storeu_epi8(bytes_out, static_cast<__mmask16>(byte_mask(count)), v);
+  }
+}
 
 /// Group g of the 16 output rows [j0, j0 + jn) of a transposed quantization (source
 /// columns). The G source row segments (16 floats, one cache line each) are read once
-/// into `strip`; their vertical max gives 16 exponents; the mantissas of source row i go
-/// to tile row i % 16, block i / 16; transposing the blocks turns tile row j into output
-/// row j's G bytes. Output: `staging` rows (pitch padded_cols) if given, else the
-/// GseMatrix (nibble-packed in place when packed, which needs an even G).
+/// into `strip`; their vertical max gives 16 exponents; source row i's 16 mantissas are
+/// byte row i of a G × 16 tile. Transposing it 16×16 block by block — four blocks per
+/// zmm, two per ymm, in registers — gives output row j's G bytes. Output: `staging` rows
+/// (pitch padded_cols) if given, else the GseMatrix (nibble-packed in place when packed,
+/// which needs an even G).
 inline bool quantize_tile_group(const GseQuantParams& p, std::int64_t j0, std::int64_t jn,
                                 std::int64_t g, std::int8_t* staging, const PhiloxKeys16& keys,
                                 TransposeScratch& scratch) noexcept {
   const int group = p.group;
-  const int width = (group + 15) / 16 * 16;
+  const int blocks = (group + 15) / 16;
   const __mmask16 cmask = lane_mask(jn);
   const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF);
   const std::int64_t i0 = g * group;  // first source row of the group
   const std::int64_t n = std::min<std::int64_t>(group, p.cols - i0);
   const float* src = p.src + i0 * p.src_stride + j0;
   __m512* strip = scratch.strip;
-  std::int8_t* tile = scratch.tile;
+  __m128i* tile = scratch.tile;
   __m512i acc = _mm512_setzero_si512();
   for (std::int64_t i = 0; i < n; ++i) {
     const __m512 v = _mm512_maskz_loadu_ps(cmask, src + i * p.src_stride);
@@ -402,31 +410,63 @@ inline bool quantize_tile_group(const GseQuantParams& p, std::int64_t j0, std::i
   for (std::int64_t j = 0; j < jn; ++j) p.exponents[(j0 + j) * p.groups + g] = e8[j];
   const __m512 neg_e = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_setzero_si512(), e));
   const __m512 qmax = _mm512_set1_ps(static_cast<float>((1 << (p.bits - 1)) - 1));
-  for (std::int64_t i = 0; i < width; ++i) {
-    std::int8_t* row = tile + (i % 16) * width + (i / 16) * 16;
+  for (std::int64_t i = 0; i < 16 * blocks; ++i) {
     if (i >= n) {
-      _mm_store_si128(reinterpret_cast<__m128i*>(row), _mm_setzero_si128());
+      tile[i] = _mm_setzero_si128();
       continue;
     }
     const __m512 scaled = _mm512_scalef_ps(strip[i], neg_e);
     __m512 u = _mm512_setzero_ps();
     if (p.stochastic)
       u = philox_uniform16(keys, p.stream, static_cast<std::uint64_t>((i0 + i) * p.src_cols + j0));
-    _mm_store_si128(reinterpret_cast<__m128i*>(row),
-                    _mm512_cvtepi32_epi8(round_clamp16(scaled, p.stochastic, u, qmax)));
+    tile[i] = _mm512_cvtepi32_epi8(round_clamp16(scaled, p.stochastic, u, qmax));
   }
-  transpose_blocks(tile, width);
   const std::int64_t padded_cols = p.groups * group;
+  const bool pack_in_place = staging == nullptr && p.staging != nullptr;
+  std::int8_t* bytes_out[16];
+  std::int8_t* packed_out[16];
   for (std::int64_t j = 0; j < jn; ++j) {
-    const std::int8_t* row = tile + j * width;
-    if (staging == nullptr && p.staging != nullptr) {
-      pack_tile_row(row, group, p.mantissas + (j0 + j) * p.row_bytes + i0 / 2);
-      continue;
+    bytes_out[j] = pack_in_place ? nullptr
+                                 : (staging != nullptr ? staging + j * padded_cols + i0
+                                                       : p.mantissas + (j0 + j) * p.row_bytes + i0);
+    packed_out[j] = pack_in_place ? p.mantissas + (j0 + j) * p.row_bytes + i0 / 2 : nullptr;
+  }
+  for (int b = 0; b < blocks;) {
+    const int c = 16 * b;  // first column of the chunk within the group
+    if (blocks - b >= 4) {
+      __m512i rows[16];
+      for (int r = 0; r < 16; ++r) {
+        __m512i v = _mm512_castsi128_si512(tile[c + r]);
+        v = _mm512_inserti32x4(v, tile[c + 16 + r], 1);
+        v = _mm512_inserti32x4(v, tile[c + 32 + r], 2);
+        rows[r] = _mm512_inserti32x4(v, tile[c + 48 + r], 3);
+      }
+      transpose16x16(rows);
+      for (std::int64_t j = 0; j < jn; ++j)
+        store_tile_row(bytes_out[j] ? bytes_out[j] + c : nullptr,
+                       packed_out[j] ? packed_out[j] + c / 2 : nullptr, rows[j],
+                       std::min(64, group - c));
+      b += 4;
+    } else if (blocks - b >= 2) {
+      __m256i rows[16];
+      for (int r = 0; r < 16; ++r)
+        rows[r] = _mm256_inserti128_si256(_mm256_castsi128_si256(tile[c + r]), tile[c + 16 + r], 1);
+      transpose16x16(rows);
+      for (std::int64_t j = 0; j < jn; ++j)
+        store_tile_row(bytes_out[j] ? bytes_out[j] + c : nullptr,
+                       packed_out[j] ? packed_out[j] + c / 2 : nullptr, rows[j],
+                       std::min(32, group - c));
+      b += 2;
+    } else {
+      __m128i rows[16];
+      for (int r = 0; r < 16; ++r) rows[r] = tile[c + r];
+      transpose16x16(rows);
+      for (std::int64_t j = 0; j < jn; ++j)
+        store_tile_row(bytes_out[j] ? bytes_out[j] + c : nullptr,
+                       packed_out[j] ? packed_out[j] + c / 2 : nullptr, rows[j],
+                       std::min(16, group - c));
+      b += 1;
     }
-    std::int8_t* out = staging != nullptr ? staging + j * padded_cols + i0
-                                          : p.mantissas + (j0 + j) * p.row_bytes + i0;
-    for (int b = 0; b < group; b += 64)
-      _mm512_mask_storeu_epi8(out + b, byte_mask(group - b), _mm512_loadu_si512(row + b));
   }
   return true;
 }
@@ -489,55 +529,85 @@ inline bool quantize_gse_rows(const GseQuantParams& p, std::int64_t r0, std::int
   return true;
 }
 
+/// 16 floats of output row c0 + c (columns j0 .. j0 + jn) from transposed tile row c.
+GSQ_ALWAYS_INLINE void store_column(const GseDequantParams& p, std::int64_t c, std::int64_t j0,
+                                    __mmask16 cmask, __m128i q, __m512 scale) noexcept {
+  const __m512 v = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
+  _mm512_mask_storeu_ps(p.dst + c * p.dst_stride + j0, cmask, _mm512_mul_ps(v, scale));
+}
+
 /// Group g of GseMatrix rows [j0, j0 + jn), transposed into output rows c0 .. c0 + G,
-/// columns j0 .. j0 + jn. The rows' G bytes form a 16 × G tile; transposing its 16×16
-/// blocks puts the 16 mantissas of column c in tile row c % 16, block c / 16: 16
-/// contiguous floats of output row c. Mantissas come from `unpacked` rows (pitch
-/// padded_cols) if given, else from the GseMatrix (nibbles unpacked per group, even G).
+/// columns j0 .. j0 + jn. The rows' G mantissas are loaded straight into registers as a
+/// 16 × G byte tile (four 16×16 blocks per zmm, two per ymm); transposing the blocks
+/// gives, in register row r, block k, the 16 mantissas of column 16k + r: 16 contiguous
+/// floats of that output row. Mantissas come from `unpacked` rows (pitch padded_cols) if
+/// given, else from the GseMatrix (nibbles unpacked on the fly, which needs an even G).
 inline void dequantize_tile_group(const GseDequantParams& p, std::int64_t j0, std::int64_t jn,
                                   std::int64_t g, const std::int8_t* unpacked) noexcept {
   const int group = p.group;
-  const int width = (group + 15) / 16 * 16;
+  const int blocks = (group + 15) / 16;
   const std::int64_t padded_cols = p.groups * group;
   const std::int64_t c0 = g * group;
   const std::int64_t n = std::min<std::int64_t>(group, p.cols - c0);
-  alignas(64) std::int8_t tile[16 * 256];
   alignas(64) std::int32_t e32[16];
   for (int j = 0; j < kLanes; ++j) e32[j] = j < jn ? p.exponents[(j0 + j) * p.groups + g] : 0;
-  const __m512 s =
+  const __m512 scale =
       _mm512_scalef_ps(_mm512_set1_ps(1.0f), _mm512_cvtepi32_ps(_mm512_load_si512(e32)));
-  const __m512i lo_mask = _mm512_set1_epi16(0x000F), hi_mask = _mm512_set1_epi16(0x0F00);
-  const __m512i eight = _mm512_set1_epi8(8);
-  for (int j = 0; j < kLanes; ++j) {
-    for (int b = 0; b < width; b += 64) {
-      const __mmask64 valid = byte_mask(group - b);
-      __m512i bytes = _mm512_setzero_si512();
-      if (j < jn) {
-        if (unpacked != nullptr) {
-          bytes = _mm512_maskz_loadu_epi8(valid, unpacked + j * padded_cols + c0 + b);
-        } else if (!p.packed) {
-          bytes = _mm512_maskz_loadu_epi8(valid, p.mantissas + (j0 + j) * p.row_bytes + c0 + b);
-        } else {
-          // 32 packed bytes → 64 sign-extended nibbles (see unpack_nibbles).
-          const __m256i packed =
-              _mm256_maskz_loadu_epi8(static_cast<__mmask32>(byte_mask((group - b) / 2)),
-                                      p.mantissas + (j0 + j) * p.row_bytes + (c0 + b) / 2);
-          const __m512i x = _mm512_cvtepu8_epi16(packed);
-          const __m512i w = _mm512_or_si512(_mm512_and_si512(x, lo_mask),
-                                            _mm512_and_si512(_mm512_slli_epi16(x, 4), hi_mask));
-          bytes = _mm512_maskz_mov_epi8(valid, _mm512_sub_epi8(_mm512_xor_si512(w, eight), eight));
-        }
-      }
-      _mm512_mask_storeu_epi8(tile + j * width + b, byte_mask(width - b), bytes);
-    }
-  }
-  transpose_blocks(tile, width);
   const __mmask16 cmask = lane_mask(jn);
-  for (std::int64_t c = 0; c < n; ++c) {
-    const __m128i q =
-        _mm_load_si128(reinterpret_cast<const __m128i*>(tile + (c % 16) * width + (c / 16) * 16));
-    const __m512 v = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
-    _mm512_mask_storeu_ps(p.dst + (c0 + c) * p.dst_stride + j0, cmask, _mm512_mul_ps(v, s));
+  const std::int8_t* rows_src[16];
+  for (std::int64_t j = 0; j < jn; ++j)
+    rows_src[j] =
+        unpacked != nullptr ? unpacked + j * padded_cols : p.mantissas + (j0 + j) * p.row_bytes;
+  const bool nibbles = unpacked == nullptr && p.packed;
+  for (int b = 0; b < blocks;) {
+    const int c = 16 * b;  // first column of the chunk within the group
+    const int width = blocks - b >= 4 ? 64 : (blocks - b >= 2 ? 32 : 16);
+    const std::int64_t count = std::min(width, group - c);
+    __m512i rows512[16];
+    for (int j = 0; j < 16; ++j) {
+      if (j >= jn) {
+        rows512[j] = _mm512_setzero_si512();
+      } else if (nibbles) {
+        rows512[j] = load_unpacked(rows_src[j] + (c0 + c) / 2, count);
+      } else {
+        rows512[j] = _mm512_maskz_loadu_epi8(byte_mask(count), rows_src[j] + c0 + c);
+      }
+    }
+    if (width == 64) {
+      transpose16x16(rows512);
+      for (int r = 0; r < 16; ++r) {
+        if (c + r < n)
+          store_column(p, c0 + c + r, j0, cmask, _mm512_castsi512_si128(rows512[r]), scale);
+        if (c + 16 + r < n)
+          store_column(p, c0 + c + 16 + r, j0, cmask, _mm512_extracti32x4_epi32(rows512[r], 1),
+                       scale);
+        if (c + 32 + r < n)
+          store_column(p, c0 + c + 32 + r, j0, cmask, _mm512_extracti32x4_epi32(rows512[r], 2),
+                       scale);
+        if (c + 48 + r < n)
+          store_column(p, c0 + c + 48 + r, j0, cmask, _mm512_extracti32x4_epi32(rows512[r], 3),
+                       scale);
+      }
+      b += 4;
+    } else if (width == 32) {
+      __m256i rows[16];
+      for (int j = 0; j < 16; ++j) rows[j] = _mm512_castsi512_si256(rows512[j]);
+      transpose16x16(rows);
+      for (int r = 0; r < 16; ++r) {
+        if (c + r < n)
+          store_column(p, c0 + c + r, j0, cmask, _mm256_castsi256_si128(rows[r]), scale);
+        if (c + 16 + r < n)
+          store_column(p, c0 + c + 16 + r, j0, cmask, _mm256_extracti128_si256(rows[r], 1), scale);
+      }
+      b += 2;
+    } else {
+      __m128i rows[16];
+      for (int j = 0; j < 16; ++j) rows[j] = _mm512_castsi512_si128(rows512[j]);
+      transpose16x16(rows);
+      for (int r = 0; r < 16; ++r)
+        if (c + r < n) store_column(p, c0 + c + r, j0, cmask, rows[r], scale);
+      b += 1;
+    }
   }
 }
 
@@ -569,19 +639,20 @@ inline void dequantize_gse_rows(const GseDequantParams& p, std::int64_t r0,
     }
     return;
   }
-  if (!p.packed || group % 2 == 0) {
-    for (std::int64_t g = 0; g < p.groups; ++g)
-      for (std::int64_t j0 = r0; j0 < r1; j0 += kGseTileRows)
-        dequantize_tile_group(p, j0, std::min<std::int64_t>(kLanes, r1 - j0), g, nullptr);
-    return;
-  }
-  // Packed with an odd G: groups straddle bytes, so unpack whole rows first.
+  // Transposed: tile by tile (16 GseMatrix rows), groups in order. Each tile reads its
+  // rows front to back; the output is written 64 bytes per row. (Groups as the outer
+  // loop made the writes sequential per output row but measured slower.) Packed rows
+  // with an odd G straddle bytes per group, so they are unpacked whole first.
+  const bool unpack_rows = p.packed && group % 2 != 0;
   for (std::int64_t j0 = r0; j0 < r1; j0 += kGseTileRows) {
     const std::int64_t jn = std::min<std::int64_t>(kLanes, r1 - j0);
-    for (std::int64_t j = 0; j < jn; ++j)
-      unpack_nibbles(p.mantissas + (j0 + j) * p.row_bytes, padded_cols,
-                     p.staging + j * padded_cols);
-    for (std::int64_t g = 0; g < p.groups; ++g) dequantize_tile_group(p, j0, jn, g, p.staging);
+    if (unpack_rows) {
+      for (std::int64_t j = 0; j < jn; ++j)
+        unpack_nibbles(p.mantissas + (j0 + j) * p.row_bytes, padded_cols,
+                       p.staging + j * padded_cols);
+    }
+    for (std::int64_t g = 0; g < p.groups; ++g)
+      dequantize_tile_group(p, j0, jn, g, unpack_rows ? p.staging : nullptr);
   }
 }
 
