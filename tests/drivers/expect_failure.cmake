@@ -1,0 +1,15 @@
+# A driver given bad input must exit non-zero with gsq's error id on stderr, never crash.
+#   -DARGS=<command|arg|...>  -DEXPECT=<regex for stderr>
+include(${CMAKE_CURRENT_LIST_DIR}/common.cmake)
+string(REPLACE "|" ";" args "${ARGS}")
+gsq_run(RUN ${args})
+if(RUN_RC EQUAL 0)
+  gsq_fail("expected a non-zero exit status")
+endif()
+if(NOT RUN_RC MATCHES "^[0-9]+$")
+  gsq_fail("the driver did not exit normally: ${RUN_RC}")
+endif()
+if(NOT RUN_ERR MATCHES "${EXPECT}")
+  gsq_fail("stderr does not match '${EXPECT}'")
+endif()
+message(STATUS "exit ${RUN_RC}: ${RUN_ERR}")
