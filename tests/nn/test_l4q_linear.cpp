@@ -9,6 +9,7 @@
 
 #include "gsq/core/parallel.hpp"
 #include "gsq/nn/l4q_linear.hpp"
+#include "gsq/nn/lora_merge.hpp"
 #include "nn/test_lora_support.hpp"
 #include "support/test_support.hpp"
 
@@ -42,20 +43,21 @@ struct Surrogate {
 
 TEST_SUITE("nn") {
   TEST_CASE("l4q: quantizer rounds to the grid and clamps to the code range") {
-    const auto grid = gsq::detail::UniformGrid::of(3);  // codes −4..3
-    CHECK(grid.qmin == -4.0f);
-    CHECK(grid.qmax == 3.0f);
-    const float s = 0.5f, b = 0.25f;
-    const std::vector<float> w = {0.25f, 0.5f, 0.75f, 1.0f, -10.0f, 10.0f, 0.0f, 1.4f};
-    std::vector<float> q(w.size()), deq(w.size());
-    gsq::detail::uniform_codes(w.data(), 8, s, b, grid, q.data());
-    gsq::detail::uniform_dequantize(q.data(), 8, s, b, deq.data());
+    const gsq::UniformSpec spec{3, 8};  // codes −4..3
+    Tensor<float> w({1, 8}), out({1, 8}), s({1, 1}), b({1, 1});
+    const float values[] = {0.25f, 0.5f, 0.75f, 1.0f, -10.0f, 10.0f, 0.0f, 1.4f};
+    std::copy(values, values + 8, w.begin());
+    s[0] = 0.5f;
+    b[0] = 0.25f;
+    gsq::fake_quantize_uniform(w, spec, s, b, out.view());
+    const gsq::UniformMatrix q = gsq::quantize_uniform(w, spec, s, b);
     // v = (w − b)/s = 0, 0.5, 1, 1.5, −20.5, 19.5, −0.5, 2.3 → half-even, then clamp.
-    const std::vector<float> want = {0, 0, 1, 2, -4, 3, -0.0f, 2};
-    for (std::size_t i = 0; i < w.size(); ++i) {
+    const int want[] = {0, 0, 1, 2, -4, 3, 0, 2};
+    for (int i = 0; i < 8; ++i) {
       CAPTURE(i);
-      CHECK(q[i] == want[i]);
-      CHECK(deq[i] == want[i] * s + b);
+      CHECK(q.code(0, i) == want[i]);
+      CHECK(out[i] == want[i] * 0.5f + 0.25f);
+      CHECK(q.value(0, i) == out[i]);
     }
   }
 
@@ -64,47 +66,50 @@ TEST_SUITE("nn") {
     // function's central differences must equal LSQ+ exactly. In range, the true
     // function is piecewise constant in s, b; there LSQ+ is the derivative of the
     // straight-through surrogate, checked the same way.
-    const auto grid = gsq::detail::UniformGrid::of(4);
+    const gsq::UniformSpec spec{4, 64};
+    const double qmin = spec.qmin(), qmax = spec.qmax();
     const std::int64_t n = 64;
     const Tensor<float> w = gsq::test::random_matrix(1, n, 7);
     const Tensor<float> g = gsq::test::random_matrix(1, n, 8);
-    const float s = 0.3f, b = 0.1f;  // the outliers (×30) land outside [−8, 7]·s + b
-    std::vector<float> dw(n);
-    float ds = 0, db = 0;
-    gsq::detail::uniform_lsq_backward(w.data(), g.data(), n, s, b, grid, dw.data(), ds, db);
+    Tensor<float> s({1, 1}), b({1, 1}), ds({1, 1}), db({1, 1}), dw({1, n});
+    s[0] = 0.3f;  // the outliers (×30) land outside [−8, 7]·s + b
+    b[0] = 0.1f;
+    gsq::uniform_backward(w, spec, s, b, g, dw.view(), ds.view(), db.view());
+    auto qhat = [&](std::int64_t i, float ss, float bb) {
+      Tensor<float> wi({1, 1}), si({1, 1}), bi({1, 1}), out({1, 1});
+      wi[0] = w[i];
+      si[0] = ss;
+      bi[0] = bb;
+      gsq::fake_quantize_uniform(wi, spec, si, bi, out.view());
+      return double{out[0]};
+    };
     int clamped = 0;
     double want_ds = 0, want_db = 0;
     const double eps = 1e-3;
     for (std::int64_t i = 0; i < n; ++i) {
-      const Surrogate p = Surrogate::at(w[i], s, b, grid.qmin, grid.qmax);
+      const Surrogate p = Surrogate::at(w[i], s[0], b[0], qmin, qmax);
       if (p.region != 0) {
         ++clamped;
-        // The true quantizer, evaluated in float, differenced in s and b.
-        auto qhat = [&](float ss, float bb) {
-          float q, out;
-          gsq::detail::uniform_codes(&w[i], 1, ss, bb, grid, &q);
-          gsq::detail::uniform_dequantize(&q, 1, ss, bb, &out);
-          return double{out};
-        };
-        const double fd_s = (qhat(s + 1e-2f, b) - qhat(s - 1e-2f, b)) / (2 * double{1e-2f});
-        const double fd_b = (qhat(s, b + 1e-2f) - qhat(s, b - 1e-2f)) / (2 * double{1e-2f});
-        CHECK(fd_s == doctest::Approx(p.region < 0 ? grid.qmin : grid.qmax).epsilon(1e-3));
+        const float h = 1e-2f;
+        const double fd_s = (qhat(i, s[0] + h, b[0]) - qhat(i, s[0] - h, b[0])) / (2 * double{h});
+        const double fd_b = (qhat(i, s[0], b[0] + h) - qhat(i, s[0], b[0] - h)) / (2 * double{h});
+        CHECK(fd_s == doctest::Approx(p.region < 0 ? qmin : qmax).epsilon(1e-3));
         CHECK(fd_b == doctest::Approx(1.0).epsilon(1e-3));
         CHECK(dw[i] == 0.0f);
       } else {
         CHECK(dw[i] == g[i]);  // straight through
       }
-      const double up_s = p.value(w[i], s + eps, b, grid.qmin, grid.qmax);
-      const double dn_s = p.value(w[i], s - eps, b, grid.qmin, grid.qmax);
-      const double up_b = p.value(w[i], s, b + eps, grid.qmin, grid.qmax);
-      const double dn_b = p.value(w[i], s, b - eps, grid.qmin, grid.qmax);
+      const double up_s = p.value(w[i], s[0] + eps, b[0], qmin, qmax);
+      const double dn_s = p.value(w[i], s[0] - eps, b[0], qmin, qmax);
+      const double up_b = p.value(w[i], s[0], b[0] + eps, qmin, qmax);
+      const double dn_b = p.value(w[i], s[0], b[0] - eps, qmin, qmax);
       want_ds += g[i] * (up_s - dn_s) / (2 * eps);
       want_db += g[i] * (up_b - dn_b) / (2 * eps);
     }
     CHECK(clamped >= 2);
     CHECK(clamped <= n / 4);
-    CHECK(ds == doctest::Approx(want_ds).epsilon(1e-4));
-    CHECK(db == doctest::Approx(want_db).epsilon(1e-4));
+    CHECK(ds[0] == doctest::Approx(want_ds).epsilon(1e-4));
+    CHECK(db[0] == doctest::Approx(want_db).epsilon(1e-4));
   }
 
   TEST_CASE("l4q: layer gradients match finite differences of the straight-through surrogate") {
@@ -124,7 +129,7 @@ TEST_SUITE("nn") {
 
     // Base point of the surrogate.
     const double c = layer.scale();
-    const auto grid = gsq::detail::UniformGrid::of(3);
+    const gsq::UniformSpec grid{3, 8};
     auto merged = [&](std::int64_t o, std::int64_t k) {
       double v = w0(o, k);
       for (std::int64_t j = 0; j < r; ++j) v += c * double{layer.lora_b()(o, j)} * layer.lora_a()(j, k);
@@ -135,14 +140,14 @@ TEST_SUITE("nn") {
       for (std::int64_t k = 0; k < in; ++k)
         base[static_cast<std::size_t>(o * in + k)] =
             Surrogate::at(merged(o, k), layer.quant_step()(o, k / 8), layer.quant_offset()(o, k / 8),
-                          grid.qmin, grid.qmax);
+                          grid.qmin(), grid.qmax());
     auto surrogate_loss = [&] {
       double loss = 0;
       for (std::int64_t o = 0; o < out; ++o)
         for (std::int64_t k = 0; k < in; ++k) {
           const double wq = base[static_cast<std::size_t>(o * in + k)].value(
               merged(o, k), layer.quant_step()(o, k / 8), layer.quant_offset()(o, k / 8),
-              grid.qmin, grid.qmax);
+              grid.qmin(), grid.qmax());
           for (std::int64_t i = 0; i < t; ++i) loss += probe_r(i, o) * x(i, k) * wq;
         }
       return loss;
@@ -177,14 +182,16 @@ TEST_SUITE("nn") {
       L4qLinear::Cache cache;
       const Tensor<float> y = layer.forward(x, cache);
       const gsq::L4qMerged m = layer.merge();
-      REQUIRE(m.codes.numel() == out * in);
-      CHECK(m.step.numel() == out * 4);  // ceil(200 / 64) groups per row
+      const gsq::UniformMatrix& q = m.quantized;
+      REQUIRE(q.rows() == out);
+      REQUIRE(q.cols() == in);
+      CHECK(q.spec() == gsq::UniformSpec{4, 64});
+      CHECK(q.groups_per_row() == 4);  // ceil(200 / 64)
       for (std::int64_t o = 0; o < out; ++o)
         for (std::int64_t k = 0; k < in; ++k) {
-          const int q = m.codes(o, k);
-          REQUIRE(q >= -8);
-          REQUIRE(q <= 7);
-          CHECK(m.weight(o, k) == doctest::Approx(q * m.step(o, k / 64) + m.offset(o, k / 64)).epsilon(1e-6));
+          REQUIRE(q.code(o, k) >= -8);
+          REQUIRE(q.code(o, k) <= 7);
+          REQUIRE(m.weight(o, k) == q.value(o, k));  // the export decodes to the same bits
         }
       Tensor<float> y2({t, out});
       if (bits.is_fp32()) {
@@ -195,7 +202,7 @@ TEST_SUITE("nn") {
         gsq::gemm::gemm_nt(xq, wq, y2.view());
       }
       CHECK(gsq::test::bitwise_equal(y.data(), y2.data(), y.numel()));
-      CHECK(m.packed_bytes() == out * in / 2 + 2 * 4 * out * 4);
+      CHECK(q.bytes() == out * 256 / 2 + 2 * 4 * out * 4);  // 4-bit codes, padded groups
     }
   }
 
@@ -278,6 +285,64 @@ TEST_SUITE("nn") {
     gsq::set_num_threads(0);
     for (std::size_t i = 0; i < got.size(); ++i)
       CHECK(gsq::test::bitwise_equal(got[i].data(), again[i].data(), got[i].numel()));
+  }
+
+  TEST_CASE("l4q: the merge kernels are bit-identical to the reference on every ISA") {
+    for (std::int64_t cols : gsq::test::kEdgeSizes)
+      for (std::int64_t rank : {1, 5, 16, 70})
+        for (std::int64_t rows : {1, 3, 17}) {
+          CAPTURE(cols);
+          CAPTURE(rank);
+          CAPTURE(rows);
+          const Tensor<float> w = gsq::test::random_matrix(rows, cols, 81);
+          const Tensor<float> coef = gsq::test::random_matrix(rows, rank, 82, 0.1f);
+          const Tensor<float> a = gsq::test::random_matrix(rank, cols, 83);
+          Tensor<float> want = w.clone();
+          gsq::detail::lora_merge_rows(want.view(), coef, a, gsq::Isa::kReference);
+          // The definition, element by element: an fma chain in ascending rank order.
+          for (std::int64_t r = 0; r < rows; ++r)
+            for (std::int64_t k = 0; k < cols; ++k) {
+              float acc = w(r, k);
+              for (std::int64_t j = 0; j < rank; ++j) acc = std::fma(coef(r, j), a(j, k), acc);
+              REQUIRE(want(r, k) == acc);
+            }
+          gsq::test::for_each_isa([&](gsq::Isa isa) {
+            Tensor<float> got = w.clone();
+            gsq::detail::lora_merge_rows(got.view(), coef, a, isa);
+            CHECK(gsq::test::bitwise_equal(got.data(), want.data(), got.numel()));
+          });
+        }
+  }
+
+  TEST_CASE("l4q: forward and backward are identical on every ISA") {
+    const FrozenWeight w0 = FrozenWeight::nf4(gsq::test::random_matrix(33, 130, 91, 0.05f));
+    const Tensor<float> x = gsq::test::random_matrix(9, 130, 92);
+    const Tensor<float> dy = gsq::test::random_matrix(9, 33, 93, 0.1f);
+    for (const Bits& bits : {Bits::fp32(), Bits::w8a8g8()}) {
+      CAPTURE(bits.name());
+      auto once = [&] {
+        L4qLinear layer(w0, {.rank = 5, .quant_bits = 3, .quant_group = 32, .bits = bits, .seed = 94});
+        gsq::CounterRng rng(95, 0);
+        for (float& v : layer.lora_b()) v = rng.next_normal() * 0.05f;
+        L4qLinear::Cache cache;
+        std::vector<Tensor<float>> outs;
+        outs.push_back(layer.forward(x, cache));
+        outs.push_back(layer.backward(dy, cache));
+        outs.push_back(layer.lora_a_grad().clone());
+        outs.push_back(layer.quant_step_grad().clone());
+        return outs;
+      };
+      std::vector<Tensor<float>> ref;
+      {
+        gsq::ScopedIsa scope(gsq::Isa::kReference);
+        ref = once();
+      }
+      gsq::test::for_each_isa([&](gsq::Isa) {
+        const std::vector<Tensor<float>> got = once();
+        for (std::size_t i = 0; i < got.size(); ++i)
+          CHECK(gsq::test::bitwise_equal(got[i].data(), ref[i].data(), got[i].numel()));
+      });
+    }
   }
 
   TEST_CASE("l4q: bad configurations are rejected") {

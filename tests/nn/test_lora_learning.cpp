@@ -15,9 +15,9 @@
 
 #include "gsq/nn/l4q_linear.hpp"
 #include "gsq/nn/lora_linear.hpp"
-#include "gsq/nn/uniform_quant.hpp"
 #include "gsq/optim/adamw.hpp"
 #include "gsq/optim/schedule.hpp"
+#include "gsq/quant/uniform.hpp"
 #include "nn/test_lora_support.hpp"
 #include "support/test_support.hpp"
 
@@ -152,15 +152,10 @@ TEST_SUITE("nn") {
     gsq::optim::AdamW lora_opt({.lr = 1e-2f});
     const double lora_fp32 = train(lora, task, steps, lora_opt).clean;
     Tensor<float> merged = lora.merged_weight();
-    const auto grid = gsq::detail::UniformGrid::of(4);
-    for (std::int64_t o = 0; o < kOut; ++o)
-      for (std::int64_t k0 = 0; k0 < kIn; k0 += group) {
-        float s, b;
-        float* row = merged.data() + o * kIn + k0;
-        gsq::detail::uniform_init_minmax(row, group, grid, s, b);
-        gsq::detail::uniform_codes(row, group, s, b, grid, row);
-        gsq::detail::uniform_dequantize(row, group, s, b, row);
-      }
+    const gsq::UniformSpec spec{4, static_cast<int>(group)};
+    Tensor<float> q_steps({kOut, kIn / group}), q_offsets({kOut, kIn / group});
+    gsq::init_uniform_minmax(merged, spec, q_steps.view(), q_offsets.view());
+    gsq::fake_quantize_uniform(merged, spec, q_steps, q_offsets, merged.view());
     Tensor<float> x, target;
     task.batch(999999, kEvalTokens, x, target, false);
     Tensor<float> y({kEvalTokens, kOut});

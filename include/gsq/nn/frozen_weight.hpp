@@ -11,6 +11,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -109,6 +110,38 @@ class FrozenWeight {
         std::copy(fp32_->data() + r * in_, fp32_->data() + (r + 1) * in_, out.row(r));
     }
   }
+  /// Writes rows [first, first + out.rows()) of the weight's stored values into `out`.
+  void dequantize_rows(std::int64_t first, MatrixView<float> out) const {
+    GSQ_CHECK(first >= 0 && first + out.rows() <= out_ && out.cols() == in_,
+              ErrorCode::kShapeMismatch,
+              "FrozenWeight::dequantize_rows: rows [" + std::to_string(first) + ", +" +
+                  std::to_string(out.rows()) + ") x " + std::to_string(out.cols()) +
+                  " outside the " + std::to_string(out_) + "x" + std::to_string(in_) + " weight");
+    if (nf4_) {
+      const std::int64_t full = in_ / kNf4Block;
+      float tail[kNf4Block];
+      for (std::int64_t i = 0; i < out.rows(); ++i) {
+        decode_nf4_blocks(*nf4_, first + i, 0, full, out.row(i));
+        if (full < nf4_->blocks_per_row()) {
+          decode_nf4_blocks(*nf4_, first + i, full, 1, tail);
+          std::copy(tail, tail + (in_ - full * kNf4Block), out.row(i) + full * kNf4Block);
+        }
+      }
+    } else if (gse_) {
+      const int group = gse_->spec().group;
+      for (std::int64_t i = 0; i < out.rows(); ++i)
+        for (std::int64_t g = 0; g < gse_->groups_per_row(); ++g) {
+          const float scale = std::ldexp(1.0f, gse_->exponent(first + i, g));
+          for (std::int64_t c = g * group; c < std::min<std::int64_t>((g + 1) * group, in_); ++c)
+            out(i, c) = static_cast<float>(gse_->mantissa(first + i, c)) * scale;
+        }
+    } else if (fp32_) {
+      for (std::int64_t i = 0; i < out.rows(); ++i)
+        std::copy(fp32_->data() + (first + i) * in_, fp32_->data() + (first + i + 1) * in_,
+                  out.row(i));
+    }
+  }
+
   /// The weight's values as a new FP32 tensor [out, in] (counted under `category`).
   Tensor<float> dequantized(MemoryCategory category = MemoryCategory::kScratch) const {
     Tensor<float> t({out_, in_}, category);

@@ -3,14 +3,17 @@
 // The layer's weight is the quantized merge of a frozen base and a LoRA adapter,
 //     W   = W0 + c·B·A            c = alpha / rank, A [rank, in], B [out, rank]
 //     W_q = Q(W)                  uniform asymmetric, n bits, groups of G along in,
-//                                 learnable step s and offset b per group (LSQ+)
+//                                 learnable step s and offset b per group (LSQ+;
+//                                 quant/uniform.hpp: the quantizer, its gradients and
+//                                 the export format)
 //     Y   = X·W_qᵀ
-// trained with straight-through gradients (nn/uniform_quant.hpp): with dŴ = dYᵀ·X,
+// trained with straight-through gradients: with dŴ = dYᵀ·X,
 //     dW = dŴ ⊙ [Qn ≤ (W − b)/s ≤ Qp],  dA = c·Bᵀ·dW,  dB = c·dW·Aᵀ,  ds, db from LSQ+,
 // so the deployed artifact is one fully quantized matrix (merge()), not a base plus an
 // adapter. Memory-optimised backward as in the paper: the cache keeps only X; W and W_q
-// are recomputed from W0, A, B, s, b in backward (two reused [out, in] FP32 scratch
-// buffers, MemoryCategory::kScratch).
+// are recomputed from W0, A, B, s, b in backward, block by block of rows (decode W0,
+// add c·B·A row by row, quantize). Weight-sized temporaries live in the per-thread
+// scratch shared by all layers (nn/scratch.hpp), not in each layer.
 //
 // Warm-up: the first `warmup_steps` training forwards (forwards with a cache) use the
 // unquantized W and train A and B only (s and b get zero gradients); the next one
@@ -27,8 +30,9 @@
 // an NF4 base weight is (≤ half a GSE step of error per element: ≈ 2^−(w−1) of the
 // group's largest |W_q|; ≈ 6% of an L4Q step at 8 weight bits and n = 4). The deployed
 // integer forward is defined the same way, so merge() reproduces it bit for bit. The
-// adapter-sized products (c·B·A, Bᵀ·dW, dW·Aᵀ) stay FP32: they are cheap and feed the
-// FP32 masters.
+// adapter gradients dB = c·dW·Aᵀ (k = in) and dA = c·Bᵀ·dW (k = out) are GSE-INT GEMMs
+// too (dW with the gradient bits, A and B with the weight bits); the merge c·B·A stays
+// FP32, since it feeds the quantizer's rounding decisions.
 #pragma once
 
 #include <algorithm>
@@ -36,9 +40,11 @@
 #include <cstdint>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "gsq/core/config.hpp"
 #include "gsq/core/error.hpp"
+#include "gsq/core/isa.hpp"
 #include "gsq/core/memory.hpp"
 #include "gsq/core/parallel.hpp"
 #include "gsq/core/tensor.hpp"
@@ -47,11 +53,14 @@
 #include "gsq/nn/bits.hpp"
 #include "gsq/nn/frozen_weight.hpp"
 #include "gsq/nn/lora_linear.hpp"
+#include "gsq/nn/lora_merge.hpp"
 #include "gsq/nn/parameter.hpp"
 #include "gsq/nn/qcd.hpp"
-#include "gsq/nn/uniform_quant.hpp"
+#include "gsq/nn/scratch.hpp"
 #include "gsq/nn/workspace.hpp"
+#include "gsq/format/uniform.hpp"
 #include "gsq/quant/gse.hpp"
+#include "gsq/quant/uniform.hpp"
 
 GSQ_NAMESPACE_BEGIN
 
@@ -66,12 +75,14 @@ struct L4qConfig {
   Rounding gradient_rounding = Rounding::kNearestEven;
 
   float scale() const noexcept { return alpha / static_cast<float>(rank); }
+  UniformSpec quant_spec() const noexcept { return {quant_bits, quant_group}; }
   void validate() const {
     GSQ_CHECK(rank >= 1, ErrorCode::kInvalidArgument,
               "L4qConfig: rank must be >= 1, got " + std::to_string(rank));
     GSQ_CHECK(std::isfinite(alpha) && alpha > 0.0f, ErrorCode::kInvalidArgument,
               "L4qConfig: alpha must be finite and > 0, got " + std::to_string(alpha));
-    (void)detail::UniformGrid::of(quant_bits);
+    GSQ_CHECK(quant_bits >= 2 && quant_bits <= 8, ErrorCode::kInvalidArgument,
+              "L4qConfig: quant_bits must be 2..8, got " + std::to_string(quant_bits));
     GSQ_CHECK(quant_group >= 1, ErrorCode::kInvalidArgument,
               "L4qConfig: quant_group must be >= 1, got " + std::to_string(quant_group));
     GSQ_CHECK(warmup_steps >= 0, ErrorCode::kInvalidArgument,
@@ -80,22 +91,11 @@ struct L4qConfig {
   }
 };
 
-/// The deployed form of an L4Q layer: integer codes with a step and an offset per group,
-/// and their FP32 dequantization (the very W_q the forward used).
+/// The deployed form of an L4Q layer: integer codes with a step and an offset per group
+/// (format/uniform.hpp), and their FP32 dequantization — the very W_q the forward used.
 struct L4qMerged {
-  int bits = 4;
-  int group = 128;
-  Tensor<std::int8_t> codes;  // [out, in], each in [−2^(n−1), 2^(n−1) − 1]
-  Tensor<float> step;         // [out, groups]
-  Tensor<float> offset;       // [out, groups]
-  Tensor<float> weight;       // [out, in] = codes·step + offset
-
-  std::int64_t out_features() const noexcept { return codes.rank() ? codes.dim(0) : 0; }
-  std::int64_t in_features() const noexcept { return codes.rank() ? codes.dim(1) : 0; }
-  /// Deployed size: n bits per weight plus FP32 step and offset per group.
-  std::int64_t packed_bytes() const noexcept {
-    return (codes.numel() * bits + 7) / 8 + step.bytes() + offset.bytes();
-  }
+  UniformMatrix quantized;  // [out, in] codes, steps s' and offsets per group
+  Tensor<float> weight;     // [out, in] = fma(code, step, offset)
 };
 
 class L4qLinear {
@@ -110,9 +110,7 @@ class L4qLinear {
   };
 
   L4qLinear(FrozenWeight w0, L4qConfig config)
-      : config_((config.validate(), config)),
-        grid_(detail::UniformGrid::of(config.quant_bits)),
-        w0_(std::move(w0)) {
+      : config_((config.validate(), config)), spec_(config.quant_spec()), w0_(std::move(w0)) {
     GSQ_CHECK(!w0_.empty(), ErrorCode::kInvalidArgument, "L4qLinear: frozen weight is empty");
     out_ = w0_.out_features();
     in_ = w0_.in_features();
@@ -152,14 +150,12 @@ class L4qLinear {
   /// Initialises s and b from the current merged weight (min/max per group) and turns
   /// quantization on. Called automatically when the warm-up ends.
   void start_quantization() {
-    MatrixView<float> w = ensure_matrix(w_, out_, in_, MemoryCategory::kScratch);
-    merged_into(w);
-    const std::int64_t g = config_.quant_group;
-    parallel_for(out_, [&](std::int64_t r) {
-      for (std::int64_t j = 0; j < groups_; ++j) {
-        const std::int64_t k0 = j * g, n = std::min(g, in_ - k0);
-        detail::uniform_init_minmax(w.row(r) + k0, n, grid_, s_(r, j), o_(r, j));
-      }
+    const MatrixView<const float> a = strided_a();
+    for_each_row_block(kRowBlock, [&](std::int64_t r0, std::int64_t rows) {
+      MatrixView<float> w = detail::shared_scratch(detail::ScratchSlot::kBlock, rows, in_);
+      merged_rows(r0, w, a);
+      init_uniform_minmax(w, spec_, s_.view().row_range(r0, rows), o_.view().row_range(r0, rows),
+                          "L4Q merged weight");
     });
     quantizing_ = true;
   }
@@ -168,7 +164,7 @@ class L4qLinear {
   void forward(MatrixView<const float> x, MatrixView<float> y, Cache& cache) {
     if (!quantizing_ && training_steps_ >= config_.warmup_steps) start_quantization();
     ++training_steps_;
-    run_forward(x, y, cache);
+    run_forward(x, y, &cache);
   }
   Tensor<float> forward(MatrixView<const float> x, Cache& cache) {
     Tensor<float> y({x.rows(), out_});
@@ -176,7 +172,7 @@ class L4qLinear {
     return y;
   }
   /// Forward without keeping anything for backward and without counting a step.
-  void forward(MatrixView<const float> x, MatrixView<float> y) { run_forward(x, y, eval_cache_); }
+  void forward(MatrixView<const float> x, MatrixView<float> y) { run_forward(x, y, nullptr); }
 
   /// dX (+)= dY·W_q into dx (empty dx skips it); accumulates dA, dB and, past the
   /// warm-up, ds and db. Recomputes W and W_q from W0, A, B, s, b.
@@ -192,48 +188,69 @@ class L4qLinear {
     if (want_dx) check_shape(dx, dy.rows(), in_, "L4qLinear::backward: dx");
     const std::uint64_t step = backward_calls_++;
     const bool quantized = cache.quantized;
+    using detail::ScratchSlot;
+    MatrixView<float> w = detail::shared_scratch(ScratchSlot::kWeight, out_, in_);
+    MatrixView<float> work = detail::shared_scratch(ScratchSlot::kWeightWork, out_, in_);
+    const MatrixView<const float> a = strided_a();
 
-    // Recompute W (kept for the LSQ+ masks) and W_q.
-    MatrixView<float> w = ensure_matrix(w_, out_, in_, MemoryCategory::kScratch);
-    MatrixView<float> work = ensure_matrix(work_, out_, in_, MemoryCategory::kScratch);
-    merged_into(w);
-    MatrixView<const float> wq = w;
-    if (quantized) {
-      fake_quantize(w, work);
-      wq = work;
-    }
-    // dX = dY·W_q, then dŴ = dYᵀ·X into `work` (W_q is no longer needed).
     if (config_.bits.is_fp32()) {
-      if (want_dx) gemm::gemm_f32(dy, false, wq, false, dx, {1.0f, accumulate_dx});
+      // W and W_q, then dX = dY·W_q and dŴ = dYᵀ·X (over W_q, no longer needed).
+      for_each_row_block(kRowBlock, [&](std::int64_t r0, std::int64_t rows) {
+        merged_rows(r0, w.row_range(r0, rows), a);
+        if (quantized) fake_quant_rows(r0, w.row_range(r0, rows), work.row_range(r0, rows));
+      });
+      if (want_dx)
+        gemm::gemm_f32(dy, false, quantized ? work : w, false, dx, {1.0f, accumulate_dx});
       gemm::gemm_f32(dy, true, cache.x, false, work);
-    } else {
-      const Bits& bits = config_.bits;
-      const GseSpec gspec = bits.gradient_spec();
-      const QuantizeOptions qdy = detail::gradient_options(
-          config_.gradient_rounding, config_.seed, step, 1, "L4Q output gradient dY");
-      if (want_dx) {
-        detail::quantize_into(dy_q_, dy, gspec, false, qdy);
-        detail::quantize_into(wq_q_, wq, bits.weight_spec(), true,
-                              detail::nearest_options("L4Q weight W_q"));
-        gemm::gemm_nt(dy_q_, gemm::BOperand::gse(wq_q_), dx, {1.0f, accumulate_dx});
-      }
-      detail::quantize_into(dy_q_, dy, gspec, true, qdy);
-      gemm::gemm_nt(dy_q_, gemm::BOperand::gse_transposed(cache.x_q, bits.activation_spec()),
-                    work);
+      if (quantized) lsq_backward(w, work);
+      gemm::gemm_f32(b_, true, work, false, a_grad_, {scale(), true});
+      gemm::gemm_f32(work, false, a_, true, b_grad_, {scale(), true});
+      return;
     }
-    // dW = mask ⊙ dŴ with ds, db (LSQ+); then dA = c·Bᵀ·dW and dB = c·dW·Aᵀ.
-    if (quantized) {
-      const std::int64_t g = config_.quant_group;
-      parallel_for(out_, [&](std::int64_t r) {
-        for (std::int64_t j = 0; j < groups_; ++j) {
-          const std::int64_t k0 = j * g, n = std::min(g, in_ - k0);
-          detail::uniform_lsq_backward(w.row(r) + k0, work.row(r) + k0, n, s_(r, j), o_(r, j),
-                                       grid_, work.row(r) + k0, s_grad_(r, j), o_grad_(r, j));
+
+    const Bits& bits = config_.bits;
+    const GseSpec wspec = bits.weight_spec(), gspec = bits.gradient_spec();
+    const std::int64_t group = bits.group;
+    // W (kept for the LSQ+ masks) and W_qᵀ in GSE-INT grouped along out, one group of
+    // rows at a time: each block of `group` rows is one k-group of every row of W_qᵀ.
+    GseMatrix& wq_t = detail::shared_gse(ScratchSlot::kWeightWork, in_, out_, wspec);
+    if (want_dx) {
+      for_each_row_block(group, [&](std::int64_t r0, std::int64_t rows) {
+        merged_rows(r0, w.row_range(r0, rows), a);
+        MatrixView<const float> src = w.row_range(r0, rows);
+        if (quantized) {
+          MatrixView<float> blk = detail::shared_scratch(ScratchSlot::kBlock, rows, in_);
+          fake_quant_rows(r0, w.row_range(r0, rows), blk);
+          src = blk;
         }
+        GseMatrix& qt = detail::shared_gse(ScratchSlot::kBlock, in_, rows, wspec);
+        quantize_gse(src, true, qt, detail::nearest_options("L4Q weight W_q"));
+        copy_group_column(qt, wq_t, r0 / group);
+      });
+    } else {
+      for_each_row_block(kRowBlock, [&](std::int64_t r0, std::int64_t rows) {
+        merged_rows(r0, w.row_range(r0, rows), a);
       });
     }
-    gemm::gemm_f32(b_, true, work, false, a_grad_, {scale(), true});
-    gemm::gemm_f32(work, false, a_, true, b_grad_, {scale(), true});
+    const QuantizeOptions qdy = detail::gradient_options(config_.gradient_rounding, config_.seed,
+                                                         step, 1, "L4Q output gradient dY");
+    if (want_dx) {
+      detail::quantize_into(dy_q_, dy, gspec, false, qdy);
+      gemm::gemm_nt(dy_q_, gemm::BOperand::gse(wq_t), dx, {1.0f, accumulate_dx});
+    }
+    // dŴ = dYᵀ·X (k = tokens), then dW = mask ⊙ dŴ in place.
+    detail::quantize_into(dy_qt_, dy, gspec, true, qdy);
+    gemm::gemm_nt(dy_qt_, gemm::BOperand::gse_transposed(cache.x_q, bits.activation_spec()), work);
+    if (quantized) lsq_backward(w, work);
+    // dB += c·dW·Aᵀ (k = in) and dA += c·Bᵀ·dW (k = out, dWᵀ regrouped from dWq).
+    GseMatrix& dwq = detail::shared_gse(ScratchSlot::kWeight, out_, in_, gspec);
+    quantize_gse(work, false, dwq,
+                 detail::gradient_options(config_.gradient_rounding, config_.seed, step, 3,
+                                          "L4Q weight gradient dW"));
+    detail::quantize_into(a_q_, a_, wspec, false, detail::nearest_options("L4Q A"));
+    gemm::gemm_nt(dwq, gemm::BOperand::gse(a_q_), b_grad_, {scale(), true});
+    detail::quantize_into(b_qt_, b_, wspec, true, detail::nearest_options("L4Q B"));
+    gemm::gemm_nt(b_qt_, gemm::BOperand::gse_transposed(dwq, gspec), a_grad_, {scale(), true});
   }
   Tensor<float> backward(MatrixView<const float> dy, Cache& cache) {
     Tensor<float> dx({dy.rows(), in_});
@@ -261,77 +278,129 @@ class L4qLinear {
     GSQ_CHECK(quantizing_, ErrorCode::kInvalidArgument,
               "L4qLinear::merge: still in warm-up (call start_quantization() first)");
     L4qMerged m;
-    m.bits = config_.quant_bits;
-    m.group = config_.quant_group;
-    m.codes = Tensor<std::int8_t>({out_, in_}, MemoryCategory::kWeights);
-    m.step = s_.clone();
-    m.offset = o_.clone();
     m.weight = Tensor<float>({out_, in_}, MemoryCategory::kWeights);
-    MatrixView<float> w = m.weight.view();
-    merged_into(w);
-    const std::int64_t g = config_.quant_group;
-    for (std::int64_t r = 0; r < out_; ++r) {
-      for (std::int64_t j = 0; j < groups_; ++j) {
-        const std::int64_t k0 = j * g, n = std::min(g, in_ - k0);
-        float* row = w.row(r) + k0;
-        detail::uniform_codes(row, n, s_(r, j), o_(r, j), grid_, row);
-        for (std::int64_t k = 0; k < n; ++k) {
-          GSQ_CHECK(std::isfinite(row[k]), ErrorCode::kNonFinite,
-                    "L4qLinear::merge: merged weight is not finite at row " + std::to_string(r) +
-                        ", column " + std::to_string(k0 + k));
-          m.codes(r, k0 + k) = static_cast<std::int8_t>(row[k]);
-        }
-        detail::uniform_dequantize(row, n, s_(r, j), o_(r, j), row);
-      }
-    }
+    const MatrixView<const float> a = strided_a();
+    for_each_row_block(kRowBlock, [&](std::int64_t r0, std::int64_t rows) {
+      merged_rows(r0, m.weight.view().row_range(r0, rows), a);
+    });
+    m.quantized = quantize_uniform(m.weight, spec_, s_, o_, MemoryCategory::kWeights,
+                                   "L4Q merged weight");
+    fake_quant_rows(0, m.weight, m.weight);
     return m;
   }
 
  private:
-  /// W = W0 + c·B·A into w [out, in] (W0's exact stored values).
-  void merged_into(MatrixView<float> w) const {
-    w0_.dequantize(w);
-    gemm::gemm_f32(b_, false, a_, false, w, {scale(), true});
+  static constexpr std::int64_t kRowBlock = 16;  // rows per parallel chunk of FP32 work
+
+  /// A copied with a row stride that is not a multiple of 4 KiB: the merge kernel reads
+  /// all rank rows of A at the same column, and power-of-two strides would map them all
+  /// to the same L1 sets. Valid until the next call on this thread.
+  MatrixView<const float> strided_a() const {
+    const std::int64_t stride = (in_ + 15) / 16 * 16 + 16;
+    MatrixView<float> buf =
+        detail::shared_scratch(detail::ScratchSlot::kAdapter, config_.rank, stride);
+    for (std::int64_t j = 0; j < config_.rank; ++j)
+      std::copy(a_.data() + j * in_, a_.data() + (j + 1) * in_, buf.row(j));
+    return MatrixView<const float>(buf.data(), config_.rank, in_, stride);
   }
 
-  /// W_q = Q(W) row by row, group by group (dst may alias src).
-  void fake_quantize(MatrixView<const float> src, MatrixView<float> dst) const {
-    const std::int64_t g = config_.quant_group;
-    parallel_for(out_, [&](std::int64_t r) {
-      for (std::int64_t j = 0; j < groups_; ++j) {
-        const std::int64_t k0 = j * g, n = std::min(g, in_ - k0);
-        float* out = dst.row(r) + k0;
-        detail::uniform_codes(src.row(r) + k0, n, s_(r, j), o_(r, j), grid_, out);
-        detail::uniform_dequantize(out, n, s_(r, j), o_(r, j), out);
-      }
+  /// Rows [r0, r0 + w.rows()) of W = W0 + c·B·A into w (a = strided_a()): W0's stored
+  /// values, then the fma chain over the rank of nn/lora_merge.hpp (bit-identical on
+  /// every ISA).
+  void merged_rows(std::int64_t r0, MatrixView<float> w, MatrixView<const float> a) const {
+    w0_.dequantize_rows(r0, w);
+    const float c = scale();
+    std::vector<float> coef(static_cast<std::size_t>(w.rows() * config_.rank));
+    for (std::int64_t i = 0; i < w.rows(); ++i)
+      for (std::int64_t j = 0; j < config_.rank; ++j)
+        coef[static_cast<std::size_t>(i * config_.rank + j)] = c * b_(r0 + i, j);
+    detail::lora_merge_rows(w, MatrixView<const float>(coef.data(), w.rows(), config_.rank), a);
+  }
+
+  /// W_q = Q(W) for rows [r0, r0 + w.rows()) (out may alias w).
+  void fake_quant_rows(std::int64_t r0, MatrixView<const float> w, MatrixView<float> out) const {
+    fake_quantize_uniform(w, spec_, s_.view().row_range(r0, w.rows()),
+                          o_.view().row_range(r0, w.rows()), out, "L4Q merged weight");
+  }
+
+  /// dW = mask ⊙ dŴ in place over `grad`, and ds, db accumulated (LSQ+).
+  void lsq_backward(MatrixView<const float> w, MatrixView<float> grad) {
+    uniform_backward(w, spec_, s_, o_, grad, grad, s_grad_, o_grad_, {}, "L4Q merged weight");
+  }
+
+  /// Calls body(first_row, rows) for consecutive blocks of `block` rows of W (the last
+  /// may be shorter), blocks spread over threads. Each block is one unit of work
+  /// whatever the thread count, so block-shaped scratch stays small.
+  template <class Body>
+  void for_each_row_block(std::int64_t block, Body&& body) const {
+    const std::int64_t blocks = (out_ + block - 1) / block;
+    parallel_for(blocks, [&](std::int64_t i) {
+      const std::int64_t r0 = i * block;
+      body(r0, std::min(block, out_ - r0));
     });
   }
 
-  void run_forward(MatrixView<const float> x, MatrixView<float> y, Cache& cache) {
+  /// Copies the single k-group of every row of `block` ([rows, ≤ G]) into k-group
+  /// `group` of the same rows of `dst`.
+  static void copy_group_column(const GseMatrix& block, GseMatrix& dst, std::int64_t group) {
+    const std::int64_t bytes = block.row_bytes();
+    for (std::int64_t i = 0; i < block.rows(); ++i) {
+      std::copy(block.mantissa_row(i), block.mantissa_row(i) + bytes,
+                dst.mantissa_row(i) + group * bytes);
+      dst.exponent_row(i)[group] = block.exponent_row(i)[0];
+    }
+  }
+
+  void run_forward(MatrixView<const float> x, MatrixView<float> y, Cache* cache) {
     detail::check_tokens(x, in_, "L4qLinear::forward: x");
     check_shape(y, x.rows(), out_, "L4qLinear::forward: y");
-    cache.tokens = x.rows();
-    cache.quantized = quantizing_;
-    // W_q in one reused buffer: merge, then quantize in place.
-    MatrixView<float> wq = ensure_matrix(work_, out_, in_, MemoryCategory::kScratch);
-    merged_into(wq);
-    if (quantizing_) fake_quantize(wq, wq);
+    if (cache != nullptr) {
+      cache->tokens = x.rows();
+      cache->quantized = quantizing_;
+    }
+    using detail::ScratchSlot;
+    const MatrixView<const float> a = strided_a();
     if (config_.bits.is_fp32()) {
-      MatrixView<float> xc = ensure_matrix(cache.x, x.rows(), in_, MemoryCategory::kActivations);
-      for (std::int64_t i = 0; i < x.rows(); ++i) std::copy(x.row(i), x.row(i) + in_, xc.row(i));
+      MatrixView<float> wq = detail::shared_scratch(ScratchSlot::kWeightWork, out_, in_);
+      for_each_row_block(kRowBlock, [&](std::int64_t r0, std::int64_t rows) {
+        merged_rows(r0, wq.row_range(r0, rows), a);
+        if (quantizing_) fake_quant_rows(r0, wq.row_range(r0, rows), wq.row_range(r0, rows));
+      });
+      if (cache != nullptr) {
+        MatrixView<float> xc =
+            ensure_matrix(cache->x, x.rows(), in_, MemoryCategory::kActivations);
+        for (std::int64_t i = 0; i < x.rows(); ++i) std::copy(x.row(i), x.row(i) + in_, xc.row(i));
+      }
       gemm::gemm_f32(x, false, wq, true, y);
       return;
     }
     const Bits& bits = config_.bits;
-    detail::quantize_into(cache.x_q, x, bits.activation_spec(), false,
-                          detail::nearest_options("L4Q input X"), MemoryCategory::kActivations);
-    detail::quantize_into(wq_q_, wq, bits.weight_spec(), false,
-                          detail::nearest_options("L4Q weight W_q"));
-    gemm::gemm_nt(cache.x_q, gemm::BOperand::gse(wq_q_), y);
+    const GseSpec wspec = bits.weight_spec();
+    // W_q in GSE-INT grouped along in, built block by block of rows.
+    GseMatrix& wq = detail::shared_gse(ScratchSlot::kWeightWork, out_, in_, wspec);
+    for_each_row_block(kRowBlock, [&](std::int64_t r0, std::int64_t rows) {
+      MatrixView<float> blk = detail::shared_scratch(ScratchSlot::kBlock, rows, in_);
+      merged_rows(r0, blk, a);
+      if (quantizing_) fake_quant_rows(r0, blk, blk);
+      GseMatrix& q = detail::shared_gse(ScratchSlot::kBlock, rows, in_, wspec);
+      quantize_gse(blk, false, q, detail::nearest_options("L4Q weight W_q"));
+      for (std::int64_t i = 0; i < rows; ++i) {
+        std::copy(q.mantissa_row(i), q.mantissa_row(i) + q.row_bytes(), wq.mantissa_row(r0 + i));
+        std::copy(q.exponent_row(i), q.exponent_row(i) + q.groups_per_row(),
+                  wq.exponent_row(r0 + i));
+      }
+    });
+    GseMatrix& xq = cache != nullptr
+                        ? ensure_gse(cache->x_q, x.rows(), in_, bits.activation_spec(),
+                                     MemoryCategory::kActivations)
+                        : detail::shared_gse(ScratchSlot::kActivation, x.rows(), in_,
+                                             bits.activation_spec());
+    quantize_gse(x, false, xq, detail::nearest_options("L4Q input X"));
+    gemm::gemm_nt(xq, gemm::BOperand::gse(wq), y);
   }
 
   L4qConfig config_;
-  detail::UniformGrid grid_;
+  UniformSpec spec_;
   FrozenWeight w0_;
   std::int64_t out_ = 0, in_ = 0, groups_ = 0;
   Tensor<float> a_, b_, s_, o_;
@@ -339,10 +408,8 @@ class L4qLinear {
   bool quantizing_ = false;
   std::int64_t training_steps_ = 0;
   std::uint64_t backward_calls_ = 0;
-  Cache eval_cache_;
-  // Reused scratch (kScratch): merged W, W_q / dŴ, and GSE-INT operands.
-  Tensor<float> w_, work_;
-  GseMatrix wq_q_, dy_q_;
+  // Reused activation- and adapter-sized scratch (kScratch).
+  GseMatrix dy_q_, dy_qt_, a_q_, b_qt_;
 };
 
 GSQ_NAMESPACE_END

@@ -206,16 +206,16 @@ class Linear {
     if (want_dx) {
       detail::quantize_into(dy_q_, dy, gspec, false, qdy);
       if (trainable_) {
-        detail::quantize_into(w_q_, weight_, config_.bits.weight_spec(), true,
+        detail::quantize_into(w_qt_, weight_, config_.bits.weight_spec(), true,
                               detail::nearest_options("Linear weight W"));
-        gemm::gemm_nt(dy_q_, gemm::BOperand::gse(w_q_), dx, {1.0f, accumulate_dx});
+        gemm::gemm_nt(dy_q_, gemm::BOperand::gse(w_qt_), dx, {1.0f, accumulate_dx});
       } else {
         base_.backward(dy_q_, dx, accumulate_dx);
       }
     }
     if (trainable_) {
-      detail::quantize_into(dy_q_, dy, gspec, true, qdy);
-      gemm::gemm_nt(dy_q_,
+      detail::quantize_into(dy_qt_, dy, gspec, true, qdy);
+      gemm::gemm_nt(dy_qt_,
                     gemm::BOperand::gse_transposed(cache.x_q, config_.bits.activation_spec()),
                     weight_grad_, {1.0f, true});
     }
@@ -249,8 +249,9 @@ class Linear {
   bool trainable_ = false;
   std::int64_t out_ = 0, in_ = 0;
   std::uint64_t backward_calls_ = 0;
-  // Reused scratch (kScratch): quantized W, dY, and X of a frozen layer.
-  GseMatrix w_q_, dy_q_, x_scratch_;
+  // Reused scratch (kScratch): quantized W (both orientations), dY (both), and X of a
+  // frozen layer.
+  GseMatrix w_q_, w_qt_, dy_q_, dy_qt_, x_scratch_;
 };
 
 GSQ_NAMESPACE_END

@@ -1,0 +1,55 @@
+// gsq/nn/scratch.hpp — scratch buffers shared by all layers of a thread.
+//
+// Some layer work needs weight-sized temporaries (L4Q's merged and quantized weight,
+// [out, in]) or activation-sized ones for a forward without a cache. Owning them per
+// layer would multiply them by the number of layers in a model, although layers run one
+// after another. So they live here, once per thread: FP32 slots grow to the largest
+// request and are then reused (page faults are slow on the target machines), GSE-INT
+// slots are kept per (slot, shape, format), a handful in any model. Everything is
+// counted under MemoryCategory::kScratch. Contents are unspecified on return; a view is
+// valid until the next request for the same slot on the same thread.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <tuple>
+
+#include "gsq/core/config.hpp"
+#include "gsq/core/memory.hpp"
+#include "gsq/core/tensor.hpp"
+#include "gsq/format/gse.hpp"
+
+GSQ_NAMESPACE_BEGIN
+namespace detail {
+
+enum class ScratchSlot : int {
+  kWeight = 0,   // a merged weight [out, in]
+  kWeightWork,   // its quantized form, then its gradient [out, in]
+  kBlock,        // a block of weight rows
+  kActivation,   // an activation-sized temporary
+  kAdapter,      // an adapter-sized temporary (e.g. a re-strided LoRA A)
+  kCount
+};
+
+/// A [rows, cols] FP32 scratch matrix for `slot` on this thread.
+inline MatrixView<float> shared_scratch(ScratchSlot slot, std::int64_t rows, std::int64_t cols) {
+  thread_local Tensor<float> buffers[static_cast<int>(ScratchSlot::kCount)];
+  Tensor<float>& t = buffers[static_cast<int>(slot)];
+  if (t.numel() < rows * cols) t = Tensor<float>({rows * cols}, MemoryCategory::kScratch);
+  return MatrixView<float>(t.data(), rows, cols);
+}
+
+/// A [rows, cols] GSE-INT scratch matrix of format `spec` for `slot` on this thread.
+inline GseMatrix& shared_gse(ScratchSlot slot, std::int64_t rows, std::int64_t cols,
+                             const GseSpec& spec) {
+  using Key = std::tuple<int, std::int64_t, std::int64_t, int, int, int>;
+  thread_local std::map<Key, GseMatrix> buffers;
+  const Key key{static_cast<int>(slot), rows, cols, spec.bits, spec.group, spec.exp_bits};
+  auto it = buffers.find(key);
+  if (it == buffers.end())
+    it = buffers.emplace(key, GseMatrix(rows, cols, spec, MemoryCategory::kScratch)).first;
+  return it->second;
+}
+
+}  // namespace detail
+GSQ_NAMESPACE_END
