@@ -61,6 +61,12 @@ inline Isa& last_isa() noexcept {
 
 }  // namespace detail
 
+// The choice itself is gsq's (core/isa.hpp), shared with every other dispatched layer;
+// it is reachable under gsq::gemm as STYLE.md names it.
+using ::gsq::ScopedIsa;
+using ::gsq::selected_isa;
+using ::gsq::set_isa_mask;
+
 /// The path the last integer GEMM on this thread ran (kReference before any call).
 inline Isa active_isa() noexcept { return detail::last_isa(); }
 

@@ -277,7 +277,10 @@ inline void pack_b(const BSourceView& s, const PanelGeometry& geo, std::int64_t 
       const std::int64_t nj = n0 + hh * 8;
       const __m256i cols_ok = lanes8(s.rows - nj);
       __m256 amax = _mm256_setzero_ps();
-      if (s.kind == BSourceView::Kind::kNf4) {
+      if (nj >= s.rows) {
+        // A half-slab wholly past N (last panel): zeros, and no reads past the stored tensor.
+        std::memset(xg, 0, static_cast<std::size_t>(rows_in) * 8 * sizeof(float));
+      } else if (s.kind == BSourceView::Kind::kNf4) {
         for (std::int64_t kk = 0; kk < rows_in; kk += 8) {
           const __m256i k_ok = lanes8(rows_in - kk);
           __m256i v[8];

@@ -343,7 +343,10 @@ inline void pack_b(const BSourceView& s, const PanelGeometry& geo, std::int64_t 
       const std::int64_t nj = n0 + j * 16;
       const __mmask16 cols_ok = lane_mask(s.rows - nj);
       __m512 amax = _mm512_setzero_ps();
-      if (s.kind == BSourceView::Kind::kNf4) {
+      if (nj >= s.rows) {
+        // A slab wholly past N (last panel): zeros, and no reads past the stored tensor.
+        std::memset(xg, 0, static_cast<std::size_t>(rows_in) * 16 * sizeof(float));
+      } else if (s.kind == BSourceView::Kind::kNf4) {
         // B's rows are NF4 rows: decode 16 rows × 16 k, transpose to k-major. Each row's
         // block codebook is scaled once per chunk (two when the chunk crosses a block).
         for (std::int64_t kk = 0; kk < rows_in; kk += 16) {
