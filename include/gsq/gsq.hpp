@@ -4,6 +4,7 @@
 //   core/   errors, tensors and views, memory accounting, threads, CPU features, ISA, RNG
 //   format/ storage types: GSE-INT, NF4, uniform (L4Q)
 //   quant/  quantize / dequantize / fake-quant with gradients
+//   gemm/   integer GEMM (GSE-INT × GSE-INT/NF4, packed, dispatched) and its FP32 twin
 #pragma once
 
 #include "gsq/core/config.hpp"
@@ -18,6 +19,7 @@
 #include "gsq/format/mx.hpp"
 #include "gsq/format/nf4.hpp"
 #include "gsq/format/uniform.hpp"
+#include "gsq/gemm/gemm.hpp"
 #include "gsq/quant/gse.hpp"
 #include "gsq/quant/mx.hpp"
 #include "gsq/quant/nf4.hpp"
