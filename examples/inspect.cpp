@@ -152,7 +152,17 @@ void inspect_safetensors(const gsq::SafetensorsFile& st, const Options& opt) {
            e.name.find("lora_a") != std::string::npos || e.name.find("lora_b") != std::string::npos;
     llama = llama || e.name.starts_with("model.layers.");
   }
-  const char* kind = lora ? "LoRA adapter" : llama ? "LLaMA weights" : "tensors";
+  // gsq's own files say what they are in __metadata__ (gsq/io/export.hpp, checkpoint.hpp).
+  auto meta_is = [&](const char* key, const char* value) {
+    auto it = st.metadata().find(key);
+    return it != st.metadata().end() && it->second == value;
+  };
+  const char* kind = meta_is("format", "gsq-l4q")          ? "gsq L4Q quantized model"
+                     : meta_is("format", "gsq-checkpoint") ? "gsq checkpoint parameters"
+                     : st.metadata().count("optimizer") != 0 ? "gsq checkpoint optimizer state"
+                     : lora                                ? "LoRA adapter"
+                     : llama                               ? "LLaMA weights"
+                                                           : "tensors";
   std::printf("format:     safetensors (%s), %s, header %lld bytes\n", kind,
               bytes_string(st.file_bytes()).c_str(), static_cast<long long>(st.header_bytes()));
   std::printf("elements:   %lld\n", static_cast<long long>(element_count(st)));
