@@ -3,14 +3,21 @@
 // Order of work, per call:
 //   1. validate B's stored values once (decodable to finite floats) and flatten it into
 //      a BSourceView; decode double-quantized NF4 scales to one float per block;
-//   2. pack all of A (parallel over MR-row tiles) into the calling thread's workspace;
+//   2. pack all of A (parallel over MR-row tiles) into the calling thread's workspace —
+//      or, for thin N on AVX-512, read A's int8 rows in place (packing A would cost as
+//      much as the product);
 //   3. split C into units of (A tiles) × (B panels), one chunk of units per thread,
 //      preferring to split N (no B panel is then packed twice); never split k;
-//   4. per unit and panel, walk k in blocks of whole groups: pack the block (or point
-//      into a PackedB), run the kernel over every A tile of the unit. Blocking k keeps
-//      the B block in L1 while the A tiles stream past it; the fp32 accumulators carry
-//      over between blocks in a per-thread buffer, so the ascending-k order of the
-//      definition is kept exactly.
+//   4. per unit, one of two loop orders:
+//      * B-resident (the unit's packed B is small, e.g. thin K or thin N, or prepacked
+//        and small): pack all of it once, then run tiles outermost over every panel
+//        with the whole K per call, so C is written row by row;
+//      * streaming (large B): per panel, walk k in blocks of whole groups, pack the
+//        block into L1-sized scratch (or point into a PackedB) and run every A tile of
+//        the unit past it. The fp32 accumulators carry over between k-blocks in a
+//        per-thread buffer, so the ascending-k order of the definition is kept exactly.
+// Neither choice changes a single bit of the result: every element is computed by one
+// kernel call sequence in ascending k, whatever the blocking or thread count.
 #pragma once
 
 #include <algorithm>
@@ -251,11 +258,19 @@ inline void run_packed(const PreparedA& a, const PanelGeometry& geo, const BSour
   const std::int64_t kb = block_groups(geo);
   const std::int64_t resident = tuning().resident_bytes.load(std::memory_order_relaxed);
 
-  // Units: p_chunks × m_chunks; split N first (each panel packed once), M when N is thin.
+  // Units: p_chunks × m_chunks. With panels to spare, one unit per panel (each packed
+  // once), handed out dynamically so a descheduled or slower thread never holds up the
+  // rest; when N is thin, M is split instead, one unit per thread (each unit packs its
+  // own copy of the small B). Which thread runs a unit never changes its bits.
+  // B-resident units keep contiguous panel ranges (C is then written in long row runs).
   const std::int64_t threads = num_threads();
-  const std::int64_t p_chunks = std::min(panels, threads);
+  const bool resident_mode =
+      (panels + threads - 1) / threads * geo.b_panel_bytes() <= resident;
+  const std::int64_t p_chunks =
+      !resident_mode && panels >= 2 * threads ? panels : std::min(panels, threads);
   const std::int64_t m_chunks = std::min(tiles, (threads + p_chunks - 1) / p_chunks);
   const std::int64_t units = p_chunks * m_chunks;
+  std::atomic<std::int64_t> next_unit{0};
 
   KernelParams base;
   base.a_tile_stride = a.direct ? geo.mr * a.row_stride : geo.a_tile_bytes();
@@ -270,15 +285,16 @@ inline void run_packed(const PreparedA& a, const PanelGeometry& geo, const BSour
   base.alpha = options.alpha;
   base.accumulate = options.accumulate;
 
-  parallel_for_chunks(units, 1, [&](std::int64_t u0, std::int64_t u1) {
+  parallel_for_chunks(std::min(units, threads), 1, [&](std::int64_t, std::int64_t) {
     Workspace& ws = thread_workspace();
-    for (std::int64_t u = u0; u < u1; ++u) {
+    for (std::int64_t u = next_unit.fetch_add(1, std::memory_order_relaxed); u < units;
+         u = next_unit.fetch_add(1, std::memory_order_relaxed)) {
       const std::int64_t pc = u / m_chunks, mc = u % m_chunks;
       const std::int64_t p0 = pc * panels / p_chunks, p1 = (pc + 1) * panels / p_chunks;
       const std::int64_t t0 = mc * tiles / m_chunks, t1 = (mc + 1) * tiles / m_chunks;
       if (t0 == t1) continue;
       const std::int64_t share = (p1 - p0) * geo.b_panel_bytes();
-      if (packed != nullptr || share <= resident) {
+      if (packed != nullptr || resident_mode) {
         // All of this unit's B is available at once: tiles outermost, whole K per call.
         const std::int8_t* b_all;
         std::int64_t b_first_panel = p0;
@@ -294,7 +310,7 @@ inline void run_packed(const PreparedA& a, const PanelGeometry& geo, const BSour
                           buf + (p - p0) * geo.b_panel_bytes() + g0 * geo.b_record_bytes(), scratch);
           b_all = buf;
         }
-        const bool big_b = packed != nullptr && share > resident;
+        const bool big_b = packed != nullptr && !resident_mode;
         if (!big_b) {
           const std::int64_t chunk = std::clamp<std::int64_t>(
               (32 << 10) / std::max<std::int64_t>(1, geo.a_tile_bytes()), 1, 4);
