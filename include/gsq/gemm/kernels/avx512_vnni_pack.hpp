@@ -331,10 +331,53 @@ inline void pack_b(const BSourceView& s, const PanelGeometry& geo, std::int64_t 
     return;
   }
 
-  // Regrouping: decode one k-group of 16 columns into xg ([G][16] floats, k-major), then
-  // encode it vertically.
   const __m512 sign_off = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
   float* xg = scratch;
+
+  if (s.kind == BSourceView::Kind::kNf4 && 128 % geo.group == 0) {
+    // NF4 rows, G | 128: transpose the *codes* of 16 rows × 128 k (16 × 64 bytes, as a
+    // 16 × 16 matrix of 4-byte words); then the codes of one k for the 16 rows are one
+    // shift away, and decoding is a vpermps and a multiply by the rows' block scales.
+    const __m512 book = _mm512_loadu_ps(kNf4Codebook.data());
+    const std::int64_t k_end = std::min(g1 * geo.group, s.cols);
+    for (int j = 0; j < slabs; ++j) {
+      const std::int64_t nj = n0 + j * 16;
+      const __mmask16 cols_ok = lane_mask(s.rows - nj);
+      for (std::int64_t c0 = k0; c0 < k_end; c0 += 128) {
+        __m512i v[16];
+        alignas(64) float am[2][16];
+        for (int i = 0; i < 16; ++i) {
+          const std::int64_t n = nj + i;
+          const bool valid = n < s.rows;
+          const std::int64_t avail = valid ? s.code_stride - c0 / 2 : 0;  // stay in the row
+          v[i] = _mm512_maskz_loadu_epi8(byte_mask(avail), valid ? s.codes + n * s.code_stride + c0 / 2 : s.codes);
+          for (int b = 0; b < 2; ++b) {
+            const std::int64_t blk = c0 / kNf4Block + b;
+            am[b][i] = valid && blk < s.absmax_stride ? s.absmax[n * s.absmax_stride + blk] : 0.0f;
+          }
+        }
+        transpose16x16(v);  // v[w]: code bytes 4w .. 4w+3 (k = c0 + 8w .. +7) of 16 rows
+        const __m512 scale[2] = {_mm512_load_ps(am[0]), _mm512_load_ps(am[1])};
+        const std::int64_t c1 = std::min<std::int64_t>(c0 + 128, k_end);
+        for (std::int64_t kg = c0; kg < c1; kg += geo.group) {
+          const std::int64_t rows_in = std::min<std::int64_t>(geo.group, k_end - kg);
+          __m512 amax = _mm512_setzero_ps();
+          for (std::int64_t i = 0; i < rows_in; ++i) {
+            const std::int64_t kk = kg + i - c0;  // 0..127
+            const __m512i idx = _mm512_srlv_epi32(v[kk / 8], _mm512_set1_epi32(static_cast<int>(4 * (kk % 8))));
+            const __m512 x = _mm512_mul_ps(_mm512_permutexvar_ps(idx, book), scale[kk / kNf4Block]);
+            _mm512_store_ps(xg + i * 16, x);
+            amax = _mm512_max_ps(amax, _mm512_and_ps(x, sign_off));
+          }
+          encode_vertical(xg, rows_in, amax, cols_ok, s, geo, j, out + ((kg - k0) / geo.group) * rec);
+        }
+      }
+    }
+    return;
+  }
+
+  // Regrouping: decode one k-group of 16 columns into xg ([G][16] floats, k-major), then
+  // encode it vertically.
   for (std::int64_t g = 0; g < groups; ++g) {
     std::int8_t* r = out + g * rec;
     const std::int64_t kg = k0 + g * geo.group;
