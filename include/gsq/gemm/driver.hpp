@@ -155,7 +155,8 @@ inline BSourceView make_source(const BOperand& b, Workspace& ws) {
 
 /// The A operand of one call, packed or (thin N on AVX-512) read in place.
 struct PreparedA {
-  const std::uint8_t* data = nullptr;  // packed tiles, or A's mantissa rows (direct)
+  const GseMatrix* source = nullptr;   // packed layout: each worker packs what it needs
+  const std::uint8_t* data = nullptr;  // direct: A's mantissa rows
   const float* exps = nullptr;         // packed: tile layout; direct: [row][group]
   std::int64_t rows = 0;
   bool direct = false;
@@ -170,50 +171,59 @@ inline bool can_read_a_directly(const GseMatrix& a, const PanelGeometry& geo, Is
          !a.spec().is_packed() && geo.group % 4 == 0;
 }
 
-/// Packs all of A into the calling thread's workspace (parallel over tiles), or prepares
-/// the direct layout: float exponents per row and a padded copy of the last tile.
+/// Prepares A for a call. Direct layout (thin N on AVX-512): float exponents per row and
+/// a padded copy of the last tile, serially (they are small). Packed layout: nothing yet —
+/// each worker thread packs the tiles it runs into its own workspace (see run_packed),
+/// so one call opens a single parallel region.
 inline PreparedA prepare_a(const GseMatrix& a, const PanelGeometry& geo, const PathTable& path) {
-  Workspace& ws = thread_workspace();
-  const std::int64_t tiles = geo.a_tiles(a.rows());
   PreparedA out;
   out.rows = a.rows();
-  if (can_read_a_directly(a, geo, path.isa)) {
-    out.direct = true;
-    out.row_stride = a.row_bytes();
-    out.full_tiles = a.rows() / geo.mr;
-    const std::int64_t groups = geo.groups;
-    float* exps = reserve(ws.a_exp, std::max<std::int64_t>(1, tiles * geo.mr * groups));
-    parallel_for_chunks(tiles * geo.mr, 256, [&](std::int64_t r0, std::int64_t r1) {
-      for (std::int64_t r = r0; r < r1; ++r)
-        for (std::int64_t g = 0; g < groups; ++g)
-          exps[r * groups + g] = r < a.rows() ? static_cast<float>(a.exponent_row(r)[g]) : 0.0f;
-    });
-    out.exps = exps;
-    out.data = reinterpret_cast<const std::uint8_t*>(a.mantissa_row(0));
-    if (out.full_tiles < tiles) {
-      std::uint8_t* tail = reserve(ws.a_panel, geo.mr * a.row_bytes());
-      std::memset(tail, 0, static_cast<std::size_t>(geo.mr * a.row_bytes()));
-      for (std::int64_t r = out.full_tiles * geo.mr; r < a.rows(); ++r)
-        std::memcpy(tail + (r - out.full_tiles * geo.mr) * a.row_bytes(), a.mantissa_row(r),
-                    static_cast<std::size_t>(a.row_bytes()));
-      out.tail = tail;
-    }
-    return out;
-  }
-  std::uint8_t* data = reserve(ws.a_panel, std::max<std::int64_t>(1, tiles * geo.a_tile_bytes()));
-  float* exps = reserve(ws.a_exp, std::max<std::int64_t>(1, tiles * geo.a_tile_exps()));
-  const std::int64_t grain = std::max<std::int64_t>(1, (1 << 16) / std::max<std::int64_t>(1, geo.a_tile_bytes()));
-  parallel_for_chunks(tiles, grain, [&](std::int64_t t0, std::int64_t t1) {
-    path.pack_a(a, geo, t0, t1, data + t0 * geo.a_tile_bytes(), exps + t0 * geo.a_tile_exps());
-  });
-  out.data = data;
+  out.source = &a;
+  if (!can_read_a_directly(a, geo, path.isa)) return out;
+  Workspace& ws = thread_workspace();
+  const std::int64_t tiles = geo.a_tiles(a.rows());
+  out.direct = true;
+  out.row_stride = a.row_bytes();
+  out.full_tiles = a.rows() / geo.mr;
+  const std::int64_t groups = geo.groups;
+  float* exps = reserve(ws.a_exp, std::max<std::int64_t>(1, tiles * geo.mr * groups));
+  for (std::int64_t r = 0; r < tiles * geo.mr; ++r)
+    for (std::int64_t g = 0; g < groups; ++g)
+      exps[r * groups + g] = r < a.rows() ? static_cast<float>(a.exponent_row(r)[g]) : 0.0f;
   out.exps = exps;
+  out.data = reinterpret_cast<const std::uint8_t*>(a.mantissa_row(0));
+  if (out.full_tiles < tiles) {
+    std::uint8_t* tail = reserve(ws.a_panel, geo.mr * a.row_bytes());
+    std::memset(tail, 0, static_cast<std::size_t>(geo.mr * a.row_bytes()));
+    for (std::int64_t r = out.full_tiles * geo.mr; r < a.rows(); ++r)
+      std::memcpy(tail + (r - out.full_tiles * geo.mr) * a.row_bytes(), a.mantissa_row(r),
+                  static_cast<std::size_t>(a.row_bytes()));
+    out.tail = tail;
+  }
   return out;
+}
+
+/// A worker's packed copy of A tiles [first, last) (packed layout only).
+struct ThreadA {
+  const std::uint8_t* data = nullptr;
+  const float* exps = nullptr;
+  std::int64_t first = 0;
+  std::int64_t last = 0;
+};
+
+/// Makes sure `mine` holds tiles [t0, t1) of A, packing them into `ws` if not.
+inline void ensure_packed(ThreadA& mine, const PreparedA& a, const PanelGeometry& geo,
+                          const PathTable& path, Workspace& ws, std::int64_t t0, std::int64_t t1) {
+  if (a.direct || (t0 >= mine.first && t1 <= mine.last && mine.data != nullptr)) return;
+  std::uint8_t* data = reserve(ws.a_panel, std::max<std::int64_t>(1, (t1 - t0) * geo.a_tile_bytes()));
+  float* exps = reserve(ws.a_exp, std::max<std::int64_t>(1, (t1 - t0) * geo.a_tile_exps()));
+  path.pack_a(*a.source, geo, t0, t1, data, exps);
+  mine = {data, exps, t0, t1};
 }
 
 /// Runs the kernel for A tiles [t0, t1) against the B records `b` of groups [g0, g1)
 /// of panel p. `kp` carries the call-invariant fields; `acc` holds tile t0's partials.
-inline void run_tiles(const PathTable& path, KernelParams kp, const PreparedA& a,
+inline void run_tiles(const PathTable& path, KernelParams kp, const PreparedA& a, const ThreadA& mine,
                       const PanelGeometry& geo, std::int64_t t0, std::int64_t t1, std::int64_t p,
                       std::int64_t g0, std::int64_t g1, const std::int8_t* b, float* acc,
                       MatrixView<float> c) {
@@ -232,8 +242,8 @@ inline void run_tiles(const PathTable& path, KernelParams kp, const PreparedA& a
       kp.a = a_data + g0 * geo.group;
       kp.a_exp = a.exps + ta * geo.mr * geo.groups + g0;
     } else {
-      kp.a = a.data + ta * geo.a_tile_bytes() + g0 * geo.a_group_bytes();
-      kp.a_exp = a.exps + ta * geo.a_tile_exps() + g0 * geo.mr;
+      kp.a = mine.data + (ta - mine.first) * geo.a_tile_bytes() + g0 * geo.a_group_bytes();
+      kp.a_exp = mine.exps + (ta - mine.first) * geo.a_tile_exps() + g0 * geo.mr;
     }
     path.kernel(kp);
   };
@@ -287,12 +297,14 @@ inline void run_packed(const PreparedA& a, const PanelGeometry& geo, const BSour
 
   parallel_for_chunks(std::min(units, threads), 1, [&](std::int64_t, std::int64_t) {
     Workspace& ws = thread_workspace();
+    ThreadA mine;
     for (std::int64_t u = next_unit.fetch_add(1, std::memory_order_relaxed); u < units;
          u = next_unit.fetch_add(1, std::memory_order_relaxed)) {
       const std::int64_t pc = u / m_chunks, mc = u % m_chunks;
       const std::int64_t p0 = pc * panels / p_chunks, p1 = (pc + 1) * panels / p_chunks;
       const std::int64_t t0 = mc * tiles / m_chunks, t1 = (mc + 1) * tiles / m_chunks;
       if (t0 == t1) continue;
+      ensure_packed(mine, a, geo, path, ws, t0, t1);
       const std::int64_t share = (p1 - p0) * geo.b_panel_bytes();
       if (packed != nullptr || resident_mode) {
         // All of this unit's B is available at once: tiles outermost, whole K per call.
@@ -317,7 +329,7 @@ inline void run_packed(const PreparedA& a, const PanelGeometry& geo, const BSour
           for (std::int64_t tc = t0; tc < t1; tc += chunk) {
             const std::int64_t tc1 = std::min(t1, tc + chunk);
             for (std::int64_t p = p0; p < p1; ++p)
-              run_tiles(path, base, a, geo, tc, tc1, p, 0, geo.groups,
+              run_tiles(path, base, a, mine, geo, tc, tc1, p, 0, geo.groups,
                         b_all + (p - b_first_panel) * geo.b_panel_bytes(), nullptr, c);
           }
           continue;
@@ -326,7 +338,7 @@ inline void run_packed(const PreparedA& a, const PanelGeometry& geo, const BSour
         float* acc = kb >= geo.groups ? nullptr : reserve(ws.acc, (t1 - t0) * geo.mr * geo.nr);
         for (std::int64_t p = p0; p < p1; ++p)
           for (std::int64_t g0 = 0; g0 < geo.groups; g0 += kb)
-            run_tiles(path, base, a, geo, t0, t1, p, g0, std::min(geo.groups, g0 + kb),
+            run_tiles(path, base, a, mine, geo, t0, t1, p, g0, std::min(geo.groups, g0 + kb),
                       b_all + p * geo.b_panel_bytes() + g0 * geo.b_record_bytes(), acc, c);
         continue;
       }
@@ -339,7 +351,7 @@ inline void run_packed(const PreparedA& a, const PanelGeometry& geo, const BSour
         for (std::int64_t g0 = 0; g0 < geo.groups; g0 += kb) {
           const std::int64_t g1 = std::min(geo.groups, g0 + kb);
           path.pack_b(src, geo, p * geo.nr, g0, g1, b_block, scratch);
-          run_tiles(path, base, a, geo, t0, t1, p, g0, g1, b_block, acc, c);
+          run_tiles(path, base, a, mine, geo, t0, t1, p, g0, g1, b_block, acc, c);
         }
       }
     }
