@@ -37,6 +37,7 @@
 #include "gsq/format/gse.hpp"
 #include "gsq/gemm/gemm.hpp"
 #include "gsq/nn/bits.hpp"
+#include "gsq/nn/fast_math.hpp"
 #include "gsq/nn/workspace.hpp"
 #include "gsq/quant/gse.hpp"
 
@@ -67,18 +68,22 @@ inline void attention_scores_row(const float* GSQ_RESTRICT q, const float* GSQ_R
   for (std::int64_t j = 0; j < n; ++j) s[j] *= scale;
 }
 
-/// Turns scores s[0, n) into probabilities in place; returns the log-sum-exp.
+/// Turns scores s[0, n) into probabilities in place; returns the log-sum-exp. The
+/// exponentials are a vectorised loop; their sum runs in double, in order.
 inline float softmax_row(float* s, std::int64_t n) noexcept {
   float m = -std::numeric_limits<float>::infinity();
   for (std::int64_t j = 0; j < n; ++j) m = std::max(m, s[j]);
+  for (std::int64_t j = 0; j < n; ++j) s[j] = exp_approx(s[j] - m);
   double sum = 0.0;
-  for (std::int64_t j = 0; j < n; ++j) {
-    s[j] = std::exp(s[j] - m);
-    sum += s[j];
-  }
+  for (std::int64_t j = 0; j < n; ++j) sum += s[j];
   const auto inv = static_cast<float>(1.0 / sum);
   for (std::int64_t j = 0; j < n; ++j) s[j] *= inv;
   return m + static_cast<float>(std::log(sum));
+}
+
+/// p[j] = exp(s[j] − lse) in place for j < n: probabilities recomputed from scores.
+inline void probabilities_from_lse(float* s, std::int64_t n, float lse) noexcept {
+  for (std::int64_t j = 0; j < n; ++j) s[j] = exp_approx(s[j] - lse);
 }
 
 }  // namespace nn::detail
@@ -285,8 +290,7 @@ class CausalAttention {
         const float* qr = q.row(b * nq + i) + h * hs;
         const float* dor = dout.row(b * nq + i) + h * hs;
         nn::detail::attention_scores_row(qr, kt, nk, n, hs, sc, p);
-        const float row_lse = lse[(b * n_heads_ + h) * nq + i];
-        for (std::int64_t j = 0; j < n; ++j) p[j] = std::exp(p[j] - row_lse);
+        nn::detail::probabilities_from_lse(p, n, lse[(b * n_heads_ + h) * nq + i]);
         nn::detail::attention_scores_row(dor, vt, nk, n, hs, 1.0f, ds);  // dP = dO·Vᵀ
         double dot = 0.0;
         for (std::int64_t j = 0; j < n; ++j) dot += static_cast<double>(p[j]) * ds[j];
@@ -383,12 +387,9 @@ class CausalAttention {
         const std::int64_t n = offset + i + 1;
         float* pr = p.row(i);
         float* dsr = ds.row(i);
-        const float row_lse = lse[(b * n_heads_ + h) * nq + i];
+        nn::detail::probabilities_from_lse(pr, n, lse[(b * n_heads_ + h) * nq + i]);
         double dot = 0.0;
-        for (std::int64_t j = 0; j < n; ++j) {
-          pr[j] = std::exp(pr[j] - row_lse);
-          dot += static_cast<double>(pr[j]) * dsr[j];
-        }
+        for (std::int64_t j = 0; j < n; ++j) dot += static_cast<double>(pr[j]) * dsr[j];
         const auto row_dot = static_cast<float>(dot);
         for (std::int64_t j = 0; j < n; ++j) dsr[j] = pr[j] * (dsr[j] - row_dot);
         std::fill(pr + n, pr + nk, 0.0f);

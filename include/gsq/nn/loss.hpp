@@ -22,6 +22,7 @@
 #include "gsq/core/error.hpp"
 #include "gsq/core/parallel.hpp"
 #include "gsq/core/tensor.hpp"
+#include "gsq/nn/fast_math.hpp"
 
 GSQ_NAMESPACE_BEGIN
 
@@ -51,12 +52,19 @@ inline void check_cross_entropy_args(MatrixView<const float> logits,
   }
 }
 
-/// log Σ exp(row): float exponentials of (x − max), summed in double.
+/// log Σ exp(row): exponentials of (x − max) in vectorised blocks, summed in double in
+/// order.
 inline double log_sum_exp(const float* row, std::int64_t n) noexcept {
   float m = -std::numeric_limits<float>::infinity();
   for (std::int64_t j = 0; j < n; ++j) m = std::max(m, row[j]);
+  constexpr std::int64_t kBlock = 256;
+  float e[kBlock];
   double sum = 0.0;
-  for (std::int64_t j = 0; j < n; ++j) sum += std::exp(row[j] - m);
+  for (std::int64_t j0 = 0; j0 < n; j0 += kBlock) {
+    const std::int64_t len = std::min(kBlock, n - j0);
+    for (std::int64_t j = 0; j < len; ++j) e[j] = exp_approx(row[j0 + j] - m);
+    for (std::int64_t j = 0; j < len; ++j) sum += e[j];
+  }
   return static_cast<double>(m) + std::log(sum);
 }
 
@@ -112,7 +120,7 @@ inline CrossEntropyResult cross_entropy_backward(MatrixView<const float> logits,
     const std::int32_t target = targets[i];
     row_loss[i] = lse - row[target];  // read before drow (which may alias row) is written
     const auto lse_f = static_cast<float>(lse);
-    for (std::int64_t j = 0; j < v; ++j) drow[j] = std::exp(row[j] - lse_f) * inv_norm;
+    for (std::int64_t j = 0; j < v; ++j) drow[j] = nn::detail::exp_approx(row[j] - lse_f) * inv_norm;
     drow[target] -= inv_norm;
   }, 4);
   CrossEntropyResult r;
