@@ -181,27 +181,62 @@ GSQ_ALWAYS_INLINE void encode_vertical(const float* xg, std::int64_t rows_in, __
                   _mm512_maskz_mov_ps(cols_ok, _mm512_cvtepi32_ps(ev)));
 }
 
-/// Packs the horizontal source rows[0..16) (k-contiguous int8 or nibble rows, element
-/// offset `c0`, `avail` elements readable per row, nullptr rows are zero) into the data
-/// part of the records for slab `j` (columns 16j..16j+15 of the panel). Writes quads
-/// [0, total_quads) of the block; G % 4 == 0.
-GSQ_ALWAYS_INLINE void transpose_slab(const std::int8_t* const rows[16], bool nibbles,
-                                      std::int64_t c0, std::int64_t avail,
+/// Packs 16 horizontal source rows (rows `base + i·stride` for i < `valid`, zero beyond;
+/// k-contiguous int8 or nibbles, from element `c0`, `avail` elements readable per row)
+/// into the data part of the records for slab `j` (columns 16j..16j+15 of the panel).
+/// Writes quads [0, total_quads) of the block; G % 4 == 0.
+GSQ_ALWAYS_INLINE void transpose_slab(const std::int8_t* base, std::int64_t stride, int valid,
+                                      bool nibbles, std::int64_t c0, std::int64_t avail,
                                       std::int64_t total_quads, const PanelGeometry& geo, int j,
                                       std::int8_t* out) noexcept {
   const std::int64_t rec = geo.b_record_bytes();
+  const std::int64_t quad_step = std::int64_t{geo.nr} * 4;
+  // The destination of quad q0 + i, walked incrementally (no division per store).
+  std::int8_t* group_base = out + j * 64;
+  int q_in_group = 0;
   for (std::int64_t q0 = 0; q0 < total_quads; q0 += 16) {
     __m512i r[16];
     const std::int64_t left = avail - q0 * 4;
-    for (int i = 0; i < 16; ++i)
-      r[i] = rows[i] ? load_mantissas64(rows[i], nibbles, c0 + q0 * 4, left) : _mm512_setzero_si512();
+    const std::int8_t* p = base + (nibbles ? (c0 + q0 * 4) / 2 : c0 + q0 * 4);
+    if (!nibbles) {
+      const __mmask64 mask = byte_mask(left);
+      for (int i = 0; i < 16; ++i)
+        r[i] = i < valid ? _mm512_maskz_loadu_epi8(mask, p + i * stride) : _mm512_setzero_si512();
+    } else {
+      for (int i = 0; i < 16; ++i)
+        r[i] = i < valid ? load_mantissas64(p + i * stride, true, 0, left) : _mm512_setzero_si512();
+    }
     transpose16x16(r);
     const std::int64_t nq = std::min<std::int64_t>(16, total_quads - q0);
     for (int i = 0; i < nq; ++i) {
-      const std::int64_t quad = q0 + i;
-      std::int8_t* dst = out + (quad / geo.quads) * rec + (quad % geo.quads) * geo.nr * 4 + j * 64;
-      _mm512_store_si512(reinterpret_cast<void*>(dst), r[i]);
+      _mm512_store_si512(reinterpret_cast<void*>(group_base + q_in_group * quad_step), r[i]);
+      if (++q_in_group == geo.quads) {
+        q_in_group = 0;
+        group_base += rec;
+      }
     }
+  }
+}
+
+/// Copies the exponents of 16 stored rows (base + i·stride, i < valid; zero beyond) for
+/// `groups` groups into the records' exponent rows, slab j: 16 groups at a time as a
+/// 16 × 16 transpose of floats.
+GSQ_ALWAYS_INLINE void copy_exponents(const std::int8_t* base, std::int64_t stride, int valid,
+                                      std::int64_t groups, const PanelGeometry& geo, int j,
+                                      std::int8_t* out) noexcept {
+  const std::int64_t rec = geo.b_record_bytes();
+  float* first = reinterpret_cast<float*>(out + geo.b_data_bytes() + geo.nr * 4) + j * 16;
+  for (std::int64_t g0 = 0; g0 < groups; g0 += 16) {
+    const __mmask16 m = lane_mask(groups - g0);
+    __m512i e[16];
+    for (int i = 0; i < 16; ++i)
+      e[i] = i < valid ? _mm512_castps_si512(_mm512_cvtepi32_ps(
+                             _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, base + i * stride + g0))))
+                       : _mm512_setzero_si512();
+    transpose16x16(e);  // e[g]: group g0 + g of the 16 rows
+    const std::int64_t ng = std::min<std::int64_t>(16, groups - g0);
+    for (int g = 0; g < ng; ++g)
+      _mm512_store_si512(reinterpret_cast<void*>(reinterpret_cast<std::int8_t*>(first) + (g0 + g) * rec), e[g]);
   }
 }
 
@@ -316,16 +351,13 @@ inline void pack_b(const BSourceView& s, const PanelGeometry& geo, std::int64_t 
   if (s.kind == BSourceView::Kind::kGse) {
     // As stored: transpose 16 rows × 16 quads at a time; exponents copied.
     for (int j = 0; j < slabs; ++j) {
-      const std::int8_t* rows[16];
-      for (int i = 0; i < 16; ++i) {
-        const std::int64_t n = n0 + j * 16 + i;
-        const bool valid = n < s.rows;
-        rows[i] = valid ? s.mant + n * s.mant_stride : nullptr;
-        for (std::int64_t g = 0; g < groups; ++g)
-          exps_of(out + g * rec, geo)[j * 16 + i] =
-              valid ? static_cast<float>(s.exps[n * s.exp_stride + g0 + g]) : 0.0f;
-      }
-      transpose_slab(rows, s.src_bits <= 4, k0, groups * geo.group, groups * geo.quads, geo, j, out);
+      const std::int64_t nj = n0 + j * 16;
+      const int valid = static_cast<int>(std::clamp<std::int64_t>(s.rows - nj, 0, 16));
+      const std::int8_t* rows = valid > 0 ? s.mant + nj * s.mant_stride : s.mant;
+      const std::int8_t* exps = valid > 0 ? s.exps + nj * s.exp_stride + g0 : s.exps;
+      copy_exponents(exps, s.exp_stride, valid, groups, geo, j, out);
+      transpose_slab(rows, s.mant_stride, valid, s.src_bits <= 4, k0, groups * geo.group,
+                     groups * geo.quads, geo, j, out);
     }
     write_corrections(geo, groups, out);
     return;
