@@ -273,6 +273,25 @@ TEST_SUITE("nn") {
     CHECK(gsq::memory_usage().current_of(gsq::MemoryCategory::kActivations) == mid);
   }
 
+  TEST_CASE("lora: forward without a cache gives the same output and keeps nothing") {
+    const Tensor<float> x = gsq::test::random_matrix(20, 96, 81);
+    const FrozenWeight w0 = FrozenWeight::nf4(gsq::test::random_matrix(40, 96, 82, 0.05f));
+    for (const Bits& bits : {Bits::fp32(), Bits::w8a8g8()}) {
+      CAPTURE(bits.name());
+      LoraLinear layer(w0, {.rank = 4, .bits = bits, .seed = 83});
+      gsq::CounterRng rng(84, 0);
+      for (float& v : layer.lora_b()) v = rng.next_normal() * 0.1f;
+      LoraLinear::Cache cache;
+      const Tensor<float> y1 = layer.forward(x, cache);
+      Tensor<float> y2({20, 40});
+      (void)layer.forward(x, y2.view());  // warm the shared scratch
+      const std::int64_t before = gsq::memory_usage().current_of(gsq::MemoryCategory::kActivations);
+      layer.forward(x, y2.view());
+      CHECK(gsq::memory_usage().current_of(gsq::MemoryCategory::kActivations) == before);
+      CHECK(gsq::test::bitwise_equal(y1.data(), y2.data(), y1.numel()));
+    }
+  }
+
   TEST_CASE("lora: wrong shapes and a missing forward are reported") {
     const FrozenWeight w0 = FrozenWeight::fp32(gsq::test::random_matrix(8, 16, 1));
     LoraLinear layer(w0, {.rank = 2, .bits = Bits::fp32()});

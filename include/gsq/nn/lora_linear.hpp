@@ -45,6 +45,7 @@
 #include "gsq/nn/linear.hpp"
 #include "gsq/nn/parameter.hpp"
 #include "gsq/nn/qcd.hpp"
+#include "gsq/nn/scratch.hpp"
 #include "gsq/nn/workspace.hpp"
 #include "gsq/quant/gse.hpp"
 
@@ -117,41 +118,16 @@ class LoraLinear {
 
   /// Y = X·W0ᵀ + s·(X·Aᵀ)·Bᵀ for x [tokens, in] into y [tokens, out]; fills `cache`.
   void forward(MatrixView<const float> x, MatrixView<float> y, Cache& cache) {
-    detail::check_tokens(x, in_, "LoraLinear::forward: x");
-    check_shape(y, x.rows(), out_, "LoraLinear::forward: y");
-    const std::int64_t t = x.rows(), r = config_.rank;
-    cache.tokens = t;
-    if (config_.bits.is_fp32()) {
-      MatrixView<float> xc = ensure_matrix(cache.x, t, in_, MemoryCategory::kActivations);
-      for (std::int64_t i = 0; i < t; ++i) std::copy(x.row(i), x.row(i) + in_, xc.row(i));
-      MatrixView<float> h = ensure_matrix(cache.h, t, r, MemoryCategory::kActivations);
-      base_.forward(x, y, false);
-      gemm::gemm_f32(x, false, a_, true, h);
-      gemm::gemm_f32(h, false, b_, true, y, {scale(), true});
-      return;
-    }
-    const Bits& bits = config_.bits;
-    detail::quantize_into(cache.x_q, x, bits.activation_spec(), false,
-                          detail::nearest_options("LoRA input X"), MemoryCategory::kActivations);
-    base_.forward(cache.x_q, y, false);
-    detail::quantize_into(a_q_, a_, bits.weight_spec(), false,
-                          detail::nearest_options("LoRA A"));
-    MatrixView<float> h = ensure_matrix(h_, t, r, MemoryCategory::kScratch);
-    gemm::gemm_nt(cache.x_q, gemm::BOperand::gse(a_q_), h);
-    detail::quantize_into(cache.h_q, h, bits.activation_spec(), false,
-                          detail::nearest_options("LoRA hidden H = X·Aᵀ"),
-                          MemoryCategory::kActivations);
-    detail::quantize_into(b_q_, b_, bits.weight_spec(), false,
-                          detail::nearest_options("LoRA B"));
-    gemm::gemm_nt(cache.h_q, gemm::BOperand::gse(b_q_), y, {scale(), true});
+    run_forward(x, y, &cache);
   }
   Tensor<float> forward(MatrixView<const float> x, Cache& cache) {
     Tensor<float> y({x.rows(), out_});
     forward(x, y.view(), cache);
     return y;
   }
-  /// Forward without keeping anything for backward (evaluation, generation).
-  void forward(MatrixView<const float> x, MatrixView<float> y) { forward(x, y, eval_cache_); }
+  /// Forward without keeping anything for backward (evaluation, generation): Xq and Hq
+  /// go to the per-thread scratch shared by all layers (nn/scratch.hpp).
+  void forward(MatrixView<const float> x, MatrixView<float> y) { run_forward(x, y, nullptr); }
 
   /// Backward for dy [tokens, out]: dx (+)= ∂L/∂X into dx [tokens, in] (an empty dx
   /// skips it), and accumulates the gradients of A and B.
@@ -229,12 +205,51 @@ class LoraLinear {
   }
 
  private:
+  void run_forward(MatrixView<const float> x, MatrixView<float> y, Cache* cache) {
+    detail::check_tokens(x, in_, "LoraLinear::forward: x");
+    check_shape(y, x.rows(), out_, "LoraLinear::forward: y");
+    const std::int64_t t = x.rows(), r = config_.rank;
+    if (cache != nullptr) cache->tokens = t;
+    if (config_.bits.is_fp32()) {
+      MatrixView<float> h = cache != nullptr
+                                ? ensure_matrix(cache->h, t, r, MemoryCategory::kActivations)
+                                : ensure_matrix(h_, t, r, MemoryCategory::kScratch);
+      if (cache != nullptr) {
+        MatrixView<float> xc = ensure_matrix(cache->x, t, in_, MemoryCategory::kActivations);
+        for (std::int64_t i = 0; i < t; ++i) std::copy(x.row(i), x.row(i) + in_, xc.row(i));
+      }
+      base_.forward(x, y, false);
+      gemm::gemm_f32(x, false, a_, true, h);
+      gemm::gemm_f32(h, false, b_, true, y, {scale(), true});
+      return;
+    }
+    const Bits& bits = config_.bits;
+    using detail::ScratchSlot;
+    GseMatrix& xq =
+        cache != nullptr
+            ? ensure_gse(cache->x_q, t, in_, bits.activation_spec(), MemoryCategory::kActivations)
+            : detail::shared_gse(ScratchSlot::kActivation, t, in_, bits.activation_spec());
+    GseMatrix& hq =
+        cache != nullptr
+            ? ensure_gse(cache->h_q, t, r, bits.activation_spec(), MemoryCategory::kActivations)
+            : detail::shared_gse(ScratchSlot::kAdapter, t, r, bits.activation_spec());
+    quantize_gse(x, false, xq, detail::nearest_options("LoRA input X"));
+    base_.forward(xq, y, false);
+    detail::quantize_into(a_q_, a_, bits.weight_spec(), false,
+                          detail::nearest_options("LoRA A"));
+    MatrixView<float> h = ensure_matrix(h_, t, r, MemoryCategory::kScratch);
+    gemm::gemm_nt(xq, gemm::BOperand::gse(a_q_), h);
+    quantize_gse(h, false, hq, detail::nearest_options("LoRA hidden H = X·Aᵀ"));
+    detail::quantize_into(b_q_, b_, bits.weight_spec(), false,
+                          detail::nearest_options("LoRA B"));
+    gemm::gemm_nt(hq, gemm::BOperand::gse(b_q_), y, {scale(), true});
+  }
+
   LoraConfig config_;
   detail::FrozenBase base_;
   std::int64_t out_ = 0, in_ = 0;
   Tensor<float> a_, b_, a_grad_, b_grad_;
   std::uint64_t backward_calls_ = 0;
-  Cache eval_cache_;
   // Reused scratch (kScratch).
   Tensor<float> h_, dh_;
   GseMatrix a_q_, b_q_, a_qt_, b_qt_, dy_q_, dy_qt_, dh_q_, dh_qt_;
