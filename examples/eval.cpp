@@ -39,6 +39,7 @@
 #include "support/cli.hpp"
 #include "support/data.hpp"
 #include "support/model.hpp"
+#include "support/progress.hpp"
 
 namespace {
 
@@ -272,7 +273,7 @@ int run(const Options& o) {
     g.max_new_tokens = o.max_new_tokens;
     g.sampling = sampling;
     const std::vector<std::int32_t> ids = model.generate(prompt, g);
-    const std::string sample = base.tokenizer->decode(ids);
+    const std::string sample = driver::valid_utf8(base.tokenizer->decode(ids));
     std::printf("--- prompt (%s forward) ---\n%s\n--- continuation ---\n%s\n---\n", bits.name().c_str(), text.c_str(),
                 sample.c_str());
     out["generate"] = {{"prompt", text}, {"continuation", sample}, {"tokens", ids.size()}};
@@ -280,7 +281,7 @@ int run(const Options& o) {
   out["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!o.json.empty()) {
     std::ofstream f(o.json, std::ios::trunc);
-    f << out.dump(2) << '\n';
+    f << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
     if (!f) gsq::detail::throw_io_error(gsq::ErrorCode::kOpenFailed, "cannot write the results", o.json, -1);
   }
   return driver::kExitOk;

@@ -9,7 +9,9 @@
 //   log.jsonl     one JSON object per step and evaluation (plus start/end records)
 //   summary.json  settings, final losses, perplexities, time, memory
 //   checkpoint/   on Ctrl-C (SIGINT/SIGTERM) or every --save-every steps; --resume continues
-//   adapter/      the PEFT adapter;  merged/  the merged model (L4Q: the quantized model)
+//   adapter/      the PEFT adapter
+//   merged/       the merged model (Hugging Face directory + llama2.c model.bin); L4Q: the
+//                 quantized model.l4q.safetensors with its FP32 twin
 // Progress: a live line on a terminal, plain lines otherwise. Bad flags: gsq's ConfigError
 // on stderr, exit 2; unreadable files: IoError, exit 1.
 #include <gsq/core/isa.hpp>
@@ -30,6 +32,7 @@
 #include "support/jsonl.hpp"
 #include "support/model.hpp"
 #include "support/progress.hpp"
+#include "support/ptq.hpp"
 #include "support/signals.hpp"
 
 namespace {
@@ -47,12 +50,35 @@ void write_summary(const fs::path& path, const nlohmann::json& j) {
   if (!out) gsq::detail::throw_io_error(gsq::ErrorCode::kOpenFailed, "cannot write the run summary", path.string(), -1);
 }
 
-int finetune(driver::FinetuneSettings& s) {
+/// LoRA + round-to-nearest of the merged weights at each of `bits` (L4Q's baseline).
+nlohmann::json evaluate_ptq(const std::vector<int>& bits, const driver::FinetuneSettings& s,
+                            const driver::AdapterSpec& spec, const driver::BaseModel& base, gsq::Llama& model,
+                            const std::vector<gsq::data::Batch>& eval, driver::JsonlLog& log, std::int64_t step) {
+  nlohmann::json out = nlohmann::json::object();
+  for (int n : bits) {
+    const gsq::EvalResult e = driver::evaluate_rtn(base.weights.config, driver::merged_lora_tensors(base.weights, model),
+                                                   spec.targets, n, s.quant_group, eval);
+    const std::string name = "lora+rtn-int" + std::to_string(n) + "/G" + std::to_string(s.quant_group);
+    log.write({{"event", "eval"}, {"step", step}, {"forward", name}, {"nll", e.mean_nll()},
+               {"ppl", e.perplexity()}, {"tokens", e.tokens}});
+    std::printf("held-out: loss %.4f, perplexity %.3f (merged, then %d-bit round-to-nearest, group %d, FP32 forward)\n",
+                e.mean_nll(), e.perplexity(), n, s.quant_group);
+    out[name] = {{"nll", e.mean_nll()}, {"ppl", e.perplexity()}, {"tokens", e.tokens}};
+  }
+  return out;
+}
+
+int finetune(driver::FinetuneSettings& s, const std::vector<int>& ptq_bits) {
+  driver::install_stop_handlers();  // from here on, Ctrl-C ends the run after a step, with a checkpoint
   s.validate();
   if (s.out.empty()) driver::config_error("--out is required (the run's output directory)");
   driver::require_path(s.data, "--data");
   if (!s.eval_data.empty()) driver::require_path(s.eval_data, "--eval-data");
   const driver::AdapterSpec spec = s.adapter_spec();
+  for (int n : ptq_bits)
+    if (n < 2 || n > 8) driver::config_error("--ptq-bits: each width must be in 2..8, got " + std::to_string(n));
+  if (!ptq_bits.empty() && (spec.method != "lora" || s.eval_data.empty()))
+    driver::config_error("--ptq-bits needs --method lora and --eval-data");
   const fs::path out = s.out;
   const fs::path checkpoint_dir = out / "checkpoint";
   if (s.resume && !fs::exists(checkpoint_dir))
@@ -91,7 +117,6 @@ int finetune(driver::FinetuneSettings& s) {
   std::fflush(stdout);
 
   driver::JsonlLog log(out / "log.jsonl", /*append=*/s.resume);
-  driver::install_stop_handlers();
   const nlohmann::json settings = s.to_json();
   driver::RunHooks hooks;
   hooks.log = &log;
@@ -105,9 +130,8 @@ int finetune(driver::FinetuneSettings& s) {
   };
   if (s.resume)
     hooks.restore = [&](gsq::Trainer& trainer, gsq::data::BatchSampler& sampler) {
-      driver::load_checkpoint(checkpoint_dir, trainer, sampler, settings);
-      std::printf("resumed from %s at step %lld\n", checkpoint_dir.string().c_str(),
-                  static_cast<long long>(trainer.steps_done()));
+      const std::int64_t step = driver::load_checkpoint(checkpoint_dir, trainer, sampler, settings);
+      std::printf("resumed from %s at step %lld\n", checkpoint_dir.string().c_str(), static_cast<long long>(step));
     };
 
   std::optional<gsq::Llama> model;
@@ -150,23 +174,37 @@ int finetune(driver::FinetuneSettings& s) {
     std::printf("held-out: loss %.4f, perplexity %.3f (FP32 forward of the same adapters)\n",
                 r.eval_fp32->mean_nll(), r.eval_fp32->perplexity());
 
+  if (!ptq_bits.empty() && !eval.empty())
+    summary["eval_lora_rtn"] = evaluate_ptq(ptq_bits, s, spec, base, *model, eval, log, r.steps_done);
+
+  // Exports: a failure is reported (and makes the exit status 1) without losing the
+  // summary of a finished run.
   nlohmann::json artifacts;
-  for (const auto& [key, result] :
-       {std::pair{"adapter", driver::export_adapter(out / "adapter", *model, spec)},
-        std::pair{"merged", driver::export_merged(out / (spec.method == "l4q" ? "quantized" : "merged"), *model, spec, base)}}) {
-    artifacts[key] = {{"path", result.path}, {"written", result.written}, {"note", result.note}};
-    std::printf("%s: %s%s\n", key, result.path.c_str(), result.written ? "" : (" — " + result.note).c_str());
-  }
+  bool export_failed = false;
+  auto run_export = [&](const char* key, auto&& write) {
+    driver::ArtifactResult a;
+    try {
+      a = write();
+    } catch (const gsq::Error& e) {
+      a.note = std::string("failed: ") + e.what();
+      export_failed = true;
+    }
+    artifacts[key] = {{"path", a.path}, {"written", a.written}, {"note", a.note}};
+    std::printf("%s: %s%s\n", key, a.path.c_str(), a.note.empty() ? "" : (" (" + a.note + ")").c_str());
+  };
+  run_export("adapter", [&] { return driver::export_adapter(out / "adapter", *model, s.model); });
+  run_export("merged", [&] { return driver::export_merged(out / "merged", *model, spec, base); });
   summary["artifacts"] = artifacts;
   log.write({{"event", "end"}, {"step", r.steps_done}, {"summary", summary}});
   write_summary(out / "summary.json", summary);
-  return driver::kExitOk;
+  return export_failed ? driver::kExitFailure : driver::kExitOk;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   driver::FinetuneSettings s;
+  std::vector<int> ptq_bits;
   CLI::App app{"gsq-finetune: LoRA / L4Q fine-tuning with FP32 or GSE-INT integer arithmetic"};
   app.set_help_all_flag("--help-all", "show every flag");
   driver::add_model_flags(app, s);
@@ -181,5 +219,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("!--no-fp32-eval", s.fp32_eval,
                "skip the extra FP32-forward evaluation of integer-trained adapters");
-  return driver::run_driver("gsq-finetune", app, argc, argv, [&] { return finetune(s); });
+  app.add_option("--ptq-bits", ptq_bits,
+                 "LoRA: also evaluate the merged weights rounded to these widths (e.g. 4,3; groups of "
+                 "--quant-group) — the post-training baseline L4Q is compared with")
+      ->delimiter(',');
+  return driver::run_driver("gsq-finetune", app, argc, argv, [&] { return finetune(s, ptq_bits); });
 }

@@ -80,8 +80,8 @@ struct Story {
   }
   std::string text() const {
     return "Once upon a time, there was a " + adjective + " " + animal + " named " + name + ". " + name + " liked " +
-           like + ". One day, " + name + " went to the " + place + ". At the " + place + ", " + name + " met " +
-           friend_ + ". They " + together + " together all day. " + name + " was very happy.";
+           like + ". One day, " + name + " went to the " + place + " and met " + friend_ + ". They " + together +
+           " together all day. " + name + " was very happy.";
   }
 };
 
@@ -218,8 +218,10 @@ struct RunReport {
 std::string generate(gsq::Llama& model, const gsq::Tokenizer& tok, const std::string& prompt) {
   const std::vector<std::int32_t> ids = tok.encode(prompt, /*bos=*/true, /*eos=*/false);
   gsq::GenerateOptions g;
-  g.max_new_tokens = 72;
-  std::string text = tok.decode(model.generate(ids, g));
+  g.max_new_tokens = 90;
+  std::string text = driver::valid_utf8(tok.decode(model.generate(ids, g)));
+  for (char& c : text)
+    if (c == '\n') c = ' ';
   while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
   return text;
 }
@@ -256,7 +258,7 @@ int quickstart(const Options& o) {
   }
 
   // 2. The task.
-  const std::int64_t seq_len = std::min<std::int64_t>(128, base.weights.config.max_seq_len);
+  const std::int64_t seq_len = std::min<std::int64_t>(160, base.weights.config.max_seq_len);
   driver::Dataset train;
   train.kind = driver::DataKind::kInstruction;
   const std::vector<gsq::data::InstructionItem> train_items = story_items(320, 1);
@@ -354,7 +356,7 @@ int quickstart(const Options& o) {
                            {"peak_bytes", r.result.peak_bytes},
                            {"sample", r.sample}});
     std::ofstream f(fs::path(o.out) / "quickstart.json", std::ios::trunc);
-    f << j.dump(2) << '\n';
+    f << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
   }
   return driver::kExitOk;
 }

@@ -1,16 +1,25 @@
 // examples/support/artifacts.hpp — the files a run leaves: checkpoint, adapter, merged model.
 //
 // The formats belong to gsq's io layer (gsq/io/checkpoint.hpp, adapter.hpp, export.hpp);
-// this file only decides where they go and what the drivers pass, so the drivers never
-// name a file format themselves:
-//   OUT/checkpoint/   trainable parameters, optimizer state, step, data cursor, settings
-//   OUT/adapter/      PEFT adapter (adapter_model.safetensors + adapter_config.json)
-//   OUT/merged/       LoRA: base + adapter merged into one FP32 model; L4Q: the quantized model
-// Until a piece of the io layer is present in the build, the matching function reports
-// that it was skipped (and why) instead of writing a private format.
+// this file only decides where they go and what the drivers pass, so no driver names a
+// file format itself:
+//   OUT/checkpoint/   step-N/ directories + LATEST (io/checkpoint.hpp); the run's settings
+//                     ride along and --resume refuses a checkpoint of different settings
+//   OUT/adapter/      the PEFT adapter (adapter_model.safetensors + adapter_config.json)
+//   OUT/merged/       LoRA: W0 + (alpha/r)·B·A as a Hugging Face directory plus a llama2.c
+//                     model.bin; L4Q: model.l4q.safetensors (codes, step and offset per
+//                     group) with its FP32 twin as the Hugging Face directory. The run's
+//                     tokenizer is copied in, so the directory is a complete model.
+// gsq-eval reads every one of them back (support/model.hpp load_model_files).
 #pragma once
 
+#include <gsq/core/error.hpp>
+#include <gsq/io/adapter.hpp>
+#include <gsq/io/checkpoint.hpp>
 #include <gsq/io/dataset.hpp>
+#include <gsq/io/export.hpp>
+#include <gsq/io/load_llama.hpp>
+#include <gsq/io/safetensors.hpp>
 #include <gsq/model/llama.hpp>
 #include <gsq/model/trainer.hpp>
 
@@ -31,60 +40,102 @@ struct ArtifactResult {
   std::string note;
 };
 
-inline ArtifactResult io_missing(const std::filesystem::path& where, const char* header) {
-  return {false, where.string(),
-          std::string("skipped: this build of gsq has no ") + header + " (the io layer's export)"};
+/// Writes the resumable state of a run under `root` (a new step-N directory).
+inline ArtifactResult save_checkpoint(const std::filesystem::path& root, const gsq::Trainer& trainer,
+                                      const gsq::data::BatchSampler& sampler, const nlohmann::json& settings) {
+  const std::uint64_t seed = settings.value("seed", std::uint64_t{0});
+  const std::filesystem::path dir = gsq::save_checkpoint(root, trainer, sampler, seed, settings);
+  return {true, dir.string(), ""};
 }
 
-/// Writes the resumable state of a run to `dir`.
-inline ArtifactResult save_checkpoint(const std::filesystem::path& dir, const gsq::Trainer& trainer,
-                                      const gsq::data::BatchSampler& sampler,
-                                      const nlohmann::json& settings) {
-  (void)trainer;
-  (void)sampler;
-  (void)settings;
-  return io_missing(dir, "gsq/io/checkpoint.hpp");
-}
+namespace detail {
+/// Settings that do not change what a resumed run computes.
+inline bool resume_may_differ(const std::string& key) { return key == "eval_data" || key == "tokenizer"; }
+}  // namespace detail
 
-/// Restores a checkpoint written by save_checkpoint into `trainer` and `sampler`; the
-/// saved settings must match `settings` on every key that changes the run's meaning.
-inline void load_checkpoint(const std::filesystem::path& dir, gsq::Trainer& trainer,
-                            gsq::data::BatchSampler& sampler, const nlohmann::json& settings) {
-  (void)trainer;
-  (void)sampler;
-  (void)settings;
-  config_error("--resume: cannot read " + dir.string() +
-               ": this build of gsq has no gsq/io/checkpoint.hpp (the io layer's checkpoints)");
+/// Restores the newest complete checkpoint under `root` into `trainer` and `sampler`. The
+/// saved settings must equal `settings` (except evaluation-only ones); L4Q layers leave
+/// their warm-up first when the checkpoint is past it. Returns the step resumed at.
+inline std::int64_t load_checkpoint(const std::filesystem::path& root, gsq::Trainer& trainer,
+                                    gsq::data::BatchSampler& sampler, const nlohmann::json& settings) {
+  gsq::Checkpoint ck = gsq::load_checkpoint(root);
+  for (const auto& [key, value] : settings.items()) {
+    if (detail::resume_may_differ(key)) continue;
+    const auto it = ck.settings.find(key);
+    if (it == ck.settings.end() || *it != value)
+      config_error("--resume: the checkpoint " + ck.path.string() + " was written with " + key + " = " +
+                   (it == ck.settings.end() ? std::string("(absent)") : it->dump()) + ", this run has " +
+                   value.dump() + "; resume with the original flags");
+  }
+  // L4Q: past the warm-up, quantization is on; start_quantization() initialises step and
+  // offset, which the checkpoint's values then replace. (A checkpoint inside the warm-up
+  // restarts the warm-up count: L4qLinear does not expose its step counter.)
+  const std::int64_t warmup = settings.value("l4q_warmup", std::int64_t{0});
+  if (ck.trainer.step >= warmup) {
+    gsq::Llama& model = trainer.model();
+    for (std::int64_t l = 0; l < model.n_layers(); ++l)
+      for (std::string_view name : gsq::kLlamaProjections)
+        if (gsq::L4qLinear* p = model.projection(l, name).get_if<gsq::L4qLinear>(); p != nullptr && !p->quantizing())
+          p->start_quantization();
+  }
+  trainer.load_state(ck.trainer);
+  sampler.seek(ck.cursor);
+  return ck.trainer.step;
 }
 
 /// The adapters of `model` as a PEFT adapter directory.
 inline ArtifactResult export_adapter(const std::filesystem::path& dir, gsq::Llama& model,
-                                     const AdapterSpec& spec) {
-  (void)model;
-  (void)spec;
-  return io_missing(dir, "gsq/io/adapter.hpp");
+                                     const std::string& base_model) {
+  gsq::save_adapter(dir, model, base_model);
+  return {true, dir.string(), ""};
 }
 
-/// LoRA: base + adapters merged into one model; L4Q: the quantized merged model.
-inline ArtifactResult export_merged(const std::filesystem::path& dir, gsq::Llama& model,
-                                    const AdapterSpec& spec, const BaseModel& base) {
-  (void)model;
-  (void)spec;
-  (void)base;
-  return io_missing(dir, "gsq/io/export.hpp");
+/// LoRA: base + adapters merged into one model; L4Q: the quantized merged model and its
+/// FP32 twin. The tokenizer file is copied in beside the weights.
+inline ArtifactResult export_merged(const std::filesystem::path& dir, gsq::Llama& model, const AdapterSpec& spec,
+                                    const BaseModel& base) {
+  namespace fs = std::filesystem;
+  fs::create_directories(dir);
+  std::string note;
+  if (spec.method == "l4q") {
+    const gsq::L4qQuantizedModel q = gsq::l4q_quantized_model(model);
+    gsq::write_l4q_quantized(dir / "model.l4q.safetensors", q);
+    gsq::write_hf_llama(dir, q.dequantized());
+    note = "model.l4q.safetensors (int" + std::to_string(spec.quant_bits) + " codes) + FP32 twin";
+  } else {
+    const gsq::LlamaWeights w = gsq::merged_llama_weights(model);
+    gsq::write_hf_llama(dir, w);
+    try {
+      gsq::write_llama2c(dir / "model.bin", w);
+      note = "Hugging Face directory + llama2.c model.bin";
+    } catch (const gsq::ConfigError& e) {  // a config llama2.c cannot store: HF only
+      note = std::string("Hugging Face directory (no model.bin: ") + e.what() + ")";
+    }
+  }
+  const fs::path tok = base.tokenizer_path;
+  std::error_code ec;
+  if (fs::is_regular_file(tok, ec)) {
+    const std::string name = tok.extension() == ".json" ? "tokenizer.json" : "tokenizer.bin";
+    fs::copy_file(tok, dir / name, fs::copy_options::overwrite_existing, ec);
+    if (ec) note += "; tokenizer not copied: " + ec.message();
+  }
+  return {true, dir.string(), note};
+}
+
+/// The adapter settings stored with a PEFT adapter directory (rank, alpha, targets, method).
+inline AdapterSpec read_adapter_spec(const std::filesystem::path& dir) {
+  const gsq::AdapterConfig c = gsq::read_adapter_config(dir);
+  AdapterSpec s;
+  s.method = c.method;
+  s.rank = c.rank;
+  s.alpha = c.alpha;
+  s.targets = c.target_modules;
+  s.quant_bits = c.quant_bits;
+  s.quant_group = c.quant_group;
+  return s;
 }
 
 /// Loads a PEFT adapter directory into a model built with matching adapter slots.
-inline void load_adapter(const std::filesystem::path& dir, gsq::Llama& model) {
-  (void)model;
-  config_error("--adapter: cannot read " + dir.string() +
-               ": this build of gsq has no gsq/io/adapter.hpp (the io layer's adapters)");
-}
-
-/// The adapter settings stored with a PEFT adapter directory (rank, alpha, targets).
-inline AdapterSpec read_adapter_spec(const std::filesystem::path& dir) {
-  config_error("--adapter: cannot read " + dir.string() +
-               ": this build of gsq has no gsq/io/adapter.hpp (the io layer's adapters)");
-}
+inline void load_adapter(const std::filesystem::path& dir, gsq::Llama& model) { gsq::load_adapter(dir, model); }
 
 }  // namespace driver

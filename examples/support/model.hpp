@@ -1,6 +1,7 @@
 // examples/support/model.hpp — the base model and tokenizer a driver works on.
 //
-// --model is a llama2.c .bin or a Hugging Face directory (io/load_llama.hpp decides).
+// --model is a llama2.c .bin or a Hugging Face directory (io/load_llama.hpp decides), or
+// a gsq-l4q quantized model file (decoded to the FP32 weights its forward used).
 // --tokenizer may be left out when the model comes with one: a Hugging Face directory's
 // tokenizer.json, or a llama2.c tokenizer next to the .bin (tokenizer.bin, or a single
 // tok*.bin as llama2.c ships them). The weights are loaded once as FP32 tensors; each
@@ -8,7 +9,9 @@
 #pragma once
 
 #include <gsq/core/error.hpp>
+#include <gsq/io/export.hpp>
 #include <gsq/io/load_llama.hpp>
+#include <gsq/io/safetensors.hpp>
 #include <gsq/io/tokenizer.hpp>
 #include <gsq/io/tokenizer_factory.hpp>
 #include <gsq/model/llama.hpp>
@@ -41,6 +44,22 @@ inline std::filesystem::path find_tokenizer(const std::filesystem::path& model) 
                model.string() + "'");
 }
 
+/// Whether `path` is a gsq-l4q quantized model file.
+inline bool is_l4q_file(const std::filesystem::path& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec) || path.extension() != ".safetensors") return false;
+  const gsq::SafetensorsFile st = gsq::SafetensorsFile::open(path);
+  const auto it = st.metadata().find("format");
+  return it != st.metadata().end() && it->second == gsq::kL4qFormatName;
+}
+
+/// Any model file a driver accepts: llama2.c .bin, Hugging Face directory, or a gsq-l4q
+/// quantized model (decoded to its FP32 twin, the exact weights its forward used).
+inline gsq::LlamaWeights load_model_files(const std::filesystem::path& path) {
+  if (is_l4q_file(path)) return gsq::read_l4q_quantized(path).dequantized();
+  return gsq::load_llama(path);
+}
+
 struct BaseModel {
   gsq::LlamaWeights weights;
   std::unique_ptr<gsq::Tokenizer> tokenizer;
@@ -54,7 +73,7 @@ inline BaseModel load_base_model(const std::string& model, const std::string& to
   b.model_path = model;
   b.tokenizer_path = tokenizer.empty() ? find_tokenizer(model).string() : tokenizer;
   if (!tokenizer.empty()) require_path(tokenizer, "--tokenizer");
-  b.weights = gsq::load_llama(model);
+  b.weights = load_model_files(model);
   b.tokenizer = gsq::load_tokenizer(b.tokenizer_path);
   if (b.tokenizer->vocab_size() != b.weights.config.vocab_size)
     config_error("the tokenizer " + b.tokenizer_path + " has " +

@@ -40,6 +40,27 @@ inline std::string format_duration(double seconds) {
   return buf;
 }
 
+/// `text` with every byte that is not part of valid UTF-8 replaced by '?' (generated
+/// samples can end inside a multi-byte character or contain stray byte tokens).
+inline std::string valid_utf8(const std::string& text) {
+  std::string out;
+  std::size_t i = 0;
+  while (i < text.size()) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    const std::size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    bool ok = len > 0 && i + len <= text.size();
+    for (std::size_t k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(text[i + k]) >> 6) == 0x2;
+    if (ok) {
+      out.append(text, i, len);
+      i += len;
+    } else {
+      out += '?';
+      ++i;
+    }
+  }
+  return out;
+}
+
 inline bool stdout_is_terminal() { return ::isatty(STDOUT_FILENO) == 1; }
 
 class ProgressLine {

@@ -1,5 +1,5 @@
-# Ctrl-C (SIGINT) ends gsq-finetune after the current step with a checkpoint record and
-# exit status 0; with the io layer's checkpoints, --resume continues from that step.
+# Ctrl-C (SIGINT) ends gsq-finetune after the current step with a checkpoint and exit
+# status 0; --resume continues from that step (and Ctrl-C again stops it cleanly).
 #   -DFINETUNE= -DDATA_DIR= -DWORK=
 include(${CMAKE_CURRENT_LIST_DIR}/common.cmake)
 gsq_require_data(models/stories260K/stories260K.bin)
@@ -10,7 +10,7 @@ if(NOT TIMEOUT)
 endif()
 file(REMOVE_RECURSE "${WORK}")
 set(args ${FINETUNE} --model ${DATA_DIR}/models/stories260K/stories260K.bin
-    --data ${DATA_DIR}/alpaca/alpaca_train.json --max-items 100 --steps 5000 --batch 2 --seq-len 96
+    --data ${DATA_DIR}/alpaca/alpaca_train.json --max-items 300 --steps 5000 --batch 2 --seq-len 128
     --precision w8a8g8 --out ${WORK}/run)
 gsq_run(RUN ${TIMEOUT} --preserve-status -s INT 8 ${args})
 if(NOT RUN_RC EQUAL 0)
@@ -40,8 +40,7 @@ if(NOT interrupted)
 endif()
 message(STATUS "interrupted cleanly after step ${last_step}")
 if(NOT written)
-  message("SKIPPED part: checkpoints not in this build, --resume not tested")
-  return()
+  gsq_fail("the checkpoint record says nothing was written")
 endif()
 gsq_run(RUN ${TIMEOUT} --preserve-status -s INT 8 ${args} --resume)
 if(NOT RUN_RC EQUAL 0)
