@@ -26,10 +26,7 @@
 #include <string>
 #include <vector>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
+#include "bench_support.hpp"
 #include "gsq/core/isa.hpp"
 #include "gsq/core/parallel.hpp"
 #include "gsq/core/rng.hpp"
@@ -58,20 +55,8 @@ const Shape kShapes[] = {{512, 2048, 2048}, {2048, 2048, 2048}, {512, 5632, 2048
                          {512, 2048, 5632}, {512, 16, 2048},    {512, 2048, 16},
                          {2048, 2048, 512}};
 
-Tensor<float> random_tensor(std::int64_t rows, std::int64_t cols, std::uint64_t seed,
-                            float scale) {
-  Tensor<float> t({rows, cols}, gsq::MemoryCategory::kScratch);
-  gsq::CounterRng rng(seed, 0);
-  for (auto& v : t) v = rng.next_normal() * scale;
-  return t;
-}
-
-void set_threads(int threads) {
-  gsq::set_num_threads(threads);
-#if defined(_OPENMP)
-  omp_set_num_threads(threads);
-#endif
-}
+using gsq_bench::random_tensor;
+using gsq_bench::set_threads;
 
 // ---- VNNI peak: independent vpdpbusd chains, no loads -------------------------------
 #if GSQ_HAVE_X86_SIMD

@@ -23,10 +23,7 @@
 #include <string>
 #include <utility>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
+#include "bench_support.hpp"
 #include "gsq/core/isa.hpp"
 #include "gsq/core/parallel.hpp"
 #include "gsq/core/rng.hpp"
@@ -58,20 +55,8 @@ const char* impl_name(Impl impl) {
   return "?";
 }
 
-Tensor<float> random_tensor(std::int64_t rows, std::int64_t cols, std::uint64_t seed,
-                            float scale) {
-  Tensor<float> t({rows, cols}, gsq::MemoryCategory::kScratch);
-  gsq::CounterRng rng(seed, 0);
-  for (auto& v : t) v = rng.next_normal() * scale;
-  return t;
-}
-
-void set_threads(int threads) {
-  gsq::set_num_threads(threads);
-#if defined(_OPENMP)
-  omp_set_num_threads(threads);
-#endif
-}
+using gsq_bench::random_tensor;
+using gsq_bench::set_threads;
 
 // Multiply-adds ×2 of one LoRA forward + backward: the two large products (Y = X·W0ᵀ,
 // dX = dY·W0) and six thin ones. L4Q is counted the same way (its extra dŴ = dYᵀ·X is

@@ -54,8 +54,8 @@ inline bool resume_may_differ(const std::string& key) { return key == "eval_data
 }  // namespace detail
 
 /// Restores the newest complete checkpoint under `root` into `trainer` and `sampler`. The
-/// saved settings must equal `settings` (except evaluation-only ones); L4Q layers leave
-/// their warm-up first when the checkpoint is past it. Returns the step resumed at.
+/// saved settings must equal `settings` (except evaluation-only ones). Returns the step
+/// resumed at.
 inline std::int64_t load_checkpoint(const std::filesystem::path& root, gsq::Trainer& trainer,
                                     gsq::data::BatchSampler& sampler, const nlohmann::json& settings) {
   gsq::Checkpoint ck = gsq::load_checkpoint(root);
@@ -66,17 +66,6 @@ inline std::int64_t load_checkpoint(const std::filesystem::path& root, gsq::Trai
       config_error("--resume: the checkpoint " + ck.path.string() + " was written with " + key + " = " +
                    (it == ck.settings.end() ? std::string("(absent)") : it->dump()) + ", this run has " +
                    value.dump() + "; resume with the original flags");
-  }
-  // L4Q: past the warm-up, quantization is on; start_quantization() initialises step and
-  // offset, which the checkpoint's values then replace. (A checkpoint inside the warm-up
-  // restarts the warm-up count: L4qLinear does not expose its step counter.)
-  const std::int64_t warmup = settings.value("l4q_warmup", std::int64_t{0});
-  if (ck.trainer.step >= warmup) {
-    gsq::Llama& model = trainer.model();
-    for (std::int64_t l = 0; l < model.n_layers(); ++l)
-      for (std::string_view name : gsq::kLlamaProjections)
-        if (gsq::L4qLinear* p = model.projection(l, name).get_if<gsq::L4qLinear>(); p != nullptr && !p->quantizing())
-          p->start_quantization();
   }
   trainer.load_state(ck.trainer);
   sampler.seek(ck.cursor);

@@ -154,40 +154,57 @@ TEST_SUITE("model") {
   }
 
   TEST_CASE("trainer: resuming from parameters optimizer state and cursor is bit-identical") {
-    for (gsq::ProjectionKind kind : {gsq::ProjectionKind::kLora, gsq::ProjectionKind::kL4q}) {
-      CAPTURE(gsq::projection_kind_name(kind));
+    struct Case {
+      gsq::ProjectionKind kind;
+      std::int64_t l4q_warmup;  // L4Q: training forwards before quantization starts
+      int stop_after;
+    };
+    // L4Q is interrupted inside its warm-up (2 of 3), on its last warm-up step (3 of 3) and
+    // past it (5 of 3): the resumed layer must start quantizing at the same step.
+    for (const Case c : {Case{gsq::ProjectionKind::kLora, 0, 5}, Case{gsq::ProjectionKind::kL4q, 0, 5},
+                         Case{gsq::ProjectionKind::kL4q, 3, 2}, Case{gsq::ProjectionKind::kL4q, 3, 3},
+                         Case{gsq::ProjectionKind::kL4q, 3, 5}}) {
+      CAPTURE(gsq::projection_kind_name(c.kind));
+      CAPTURE(c.l4q_warmup);
+      CAPTURE(c.stop_after);
       const auto examples = random_examples(7, 9);  // not a multiple of the batch: epochs wrap
       gsq::TrainerConfig tc;
       tc.total_steps = 8;
       tc.lr = 2e-3f;
       tc.warmup_steps = 2;
       tc.weight_decay = 0.01f;
+      auto model = [&] {
+        const gsq::LlamaConfig cfg = small_config();
+        gsq::LlamaOptions o = lora_options(gsq::Bits::w8a8g8(), c.kind);
+        o.l4q.warmup_steps = c.l4q_warmup;
+        return gsq::Llama(cfg, gsq::random_llama_weights(cfg, 11), o);
+      };
 
       // Uninterrupted: 8 steps.
-      gsq::Llama full = make_model(gsq::Bits::w8a8g8(), kind);
+      gsq::Llama full = model();
       gsq::Trainer full_trainer(full, tc);
       gsq::data::BatchSampler full_sampler(examples, 3, 40, 4);
       for (int s = 0; s < 8; ++s) full_trainer.step(full_sampler.next());
 
-      // Interrupted after 5: keep the state and the cursor, drop everything else.
+      // Interrupted: keep the state and the cursor, drop everything else.
       gsq::TrainerState saved;
       gsq::data::BatchSampler::Cursor cursor;
       {
-        gsq::Llama first = make_model(gsq::Bits::w8a8g8(), kind);
+        gsq::Llama first = model();
         gsq::Trainer t(first, tc);
         gsq::data::BatchSampler sampler(examples, 3, 40, 4);
-        for (int s = 0; s < 5; ++s) t.step(sampler.next());
+        for (int s = 0; s < c.stop_after; ++s) t.step(sampler.next());
         saved = t.state();
         cursor = sampler.cursor();
       }
-      CHECK(saved.step == 5);
-      gsq::Llama resumed = make_model(gsq::Bits::w8a8g8(), kind);
+      CHECK(saved.step == c.stop_after);
+      gsq::Llama resumed = model();
       gsq::Trainer t(resumed, tc);
       t.load_state(saved);
       gsq::data::BatchSampler sampler(examples, 3, 40, 4);
       sampler.seek(cursor);
       gsq::TrainStep last;
-      for (int s = 0; s < 3; ++s) last = t.step(sampler.next());
+      for (int s = c.stop_after; s < 8; ++s) last = t.step(sampler.next());
       CHECK(last.step == 8);
       CHECK(same_parameters(resumed.parameters(), full.parameters()));
       CHECK(t.state().optimizer.tensors.size() == full_trainer.state().optimizer.tensors.size());

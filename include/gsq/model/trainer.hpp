@@ -316,6 +316,12 @@ class Trainer {
     decayed_opt_->load_state(d);
     exempt_opt_->load_state(e);
     steps_ = state.step;
+    // Each step ran one training forward through every L4Q layer: that count decides
+    // whether the layer is still in its warm-up.
+    for (std::int64_t l = 0; l < model_->n_layers(); ++l)
+      for (std::string_view name : kLlamaProjections)
+        if (L4qLinear* p = model_->projection(l, name).get_if<L4qLinear>(); p != nullptr)
+          p->restore_training_steps(state.step);
   }
 
  private:

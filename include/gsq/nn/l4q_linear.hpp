@@ -146,6 +146,15 @@ class L4qLinear {
   bool quantizing() const noexcept { return quantizing_; }
   /// Training forwards seen so far.
   std::int64_t training_steps() const noexcept { return training_steps_; }
+  /// Puts the layer where it was after `steps` training forwards (resuming a run): in or
+  /// past the warm-up exactly as then. Step and offset are not touched: past the warm-up
+  /// the caller restores them (Trainer::load_state does, with every other parameter).
+  void restore_training_steps(std::int64_t steps) {
+    GSQ_CHECK(steps >= 0, ErrorCode::kInvalidArgument,
+              "L4qLinear::restore_training_steps: steps must be >= 0, got " + std::to_string(steps));
+    training_steps_ = steps;
+    quantizing_ = config_.warmup_steps == 0 || steps > config_.warmup_steps;
+  }
 
   /// Initialises s and b from the current merged weight (min/max per group) and turns
   /// quantization on. Called automatically when the warm-up ends.
