@@ -8,7 +8,7 @@
 //   int8    NF4 frozen weights, W8A8G8 GSE-INT products in projections, adapters and
 //           attention (GSQ-Tuning's setting)
 // Models: stories260K (llama2.c .bin) and tinystories-656K (HF dir) from the shared data
-// (env GSQ_DATA_DIR, else ../shared/data next to the source tree; skipped when absent),
+// (env GSQ_DATA_DIR, else the build's GSQ_DATA_DIR; skipped when absent),
 // and random LLaMA shapes d<dim>_h<hidden>_l<layers>
 // with head size 64, no GQA, vocab 2048 (the classifier is FP32 in every mode; a 32k
 // vocabulary would make it dominate the small shapes).
@@ -30,15 +30,9 @@
 #include "gsq/core/parallel.hpp"
 #include "gsq/core/rng.hpp"
 #include "gsq/gemm/gemm.hpp"
+#include "gsq/io/load_llama.hpp"
 #include "gsq/model/llama.hpp"
 #include "gsq/optim/adamw.hpp"
-
-#if __has_include("gsq/io/load_llama.hpp")
-#include "gsq/io/load_llama.hpp"
-#define GSQ_BENCH_MODEL_HAVE_LOADER 1
-#else
-#define GSQ_BENCH_MODEL_HAVE_LOADER 0
-#endif
 
 namespace {
 
@@ -85,14 +79,13 @@ gsq::LlamaOptions mode_options(bool integer) {
 
 std::filesystem::path data_dir() {
   if (const char* env = std::getenv("GSQ_DATA_DIR"); env != nullptr && *env != '\0') return env;
-  return std::filesystem::path(__FILE__).parent_path().parent_path().parent_path() / "shared" / "data";
+  return GSQ_DATA_DIR;  // the CMake cache variable of the build
 }
 
 /// The model, or nullopt (with the reason in `skip`) when its checkpoint is unavailable.
 std::optional<gsq::Llama> build(const ModelSpec& spec, bool integer, std::string& skip) {
   if (spec.checkpoint.empty())
     return gsq::Llama(spec.config, gsq::random_llama_weights(spec.config, 1), mode_options(integer));
-#if GSQ_BENCH_MODEL_HAVE_LOADER
   const std::filesystem::path path = data_dir() / spec.checkpoint;
   if (!std::filesystem::exists(path)) {
     skip = "shared asset " + path.string() + " is absent";
@@ -100,10 +93,6 @@ std::optional<gsq::Llama> build(const ModelSpec& spec, bool integer, std::string
   }
   gsq::LlamaWeights w = gsq::load_llama(path);
   return gsq::Llama(w.config, std::move(w.tensors), mode_options(integer));
-#else
-  skip = "this build has no checkpoint loader (gsq/io/load_llama.hpp)";
-  return std::nullopt;
-#endif
 }
 
 std::vector<std::int32_t> random_ids(std::int64_t n, std::int64_t vocab) {
