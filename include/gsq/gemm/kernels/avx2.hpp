@@ -88,7 +88,8 @@ inline void run_pair(const KernelParams& p, std::int64_t t, int r0, int slab) no
   const std::int64_t a_group_bytes = std::int64_t{p.quads} * p.mr * 4;
   const std::uint8_t* a = p.a + t * p.a_tile_stride + r0 * 4;
   const float* ea = p.a_exp + t * p.a_exp_stride + r0;
-  float* acc_tile = p.acc + (t * p.mr + r0) * p.nr + slab * 16;
+  // acc is null when the call has a single k-block (results go straight to C).
+  float* acc_tile = p.acc != nullptr ? p.acc + (t * p.mr + r0) * p.nr + slab * 16 : nullptr;
   __m256 facc[2][2];
   for (int r = 0; r < 2; ++r)
     for (int j = 0; j < 2; ++j)

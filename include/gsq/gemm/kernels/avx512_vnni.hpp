@@ -69,7 +69,8 @@ inline void run_tiles(const KernelParams& p) noexcept {
   for (std::int64_t t = 0; t < p.tiles; ++t) {
     const std::uint8_t* a = p.a + t * p.a_tile_stride;
     const float* ea = p.a_exp + t * p.a_exp_stride;
-    float* acc_tile = p.acc + t * MR * kNr;
+    // acc is null when the call has a single k-block (results go straight to C).
+    float* acc_tile = p.acc != nullptr ? p.acc + t * MR * kNr : nullptr;
     __m512 facc[MR][NV];
     for (int r = 0; r < MR; ++r)
       for (int j = 0; j < NV; ++j)

@@ -20,7 +20,8 @@ inline void gemm_kernel(const KernelParams& p) noexcept {
   for (std::int64_t t = 0; t < p.tiles; ++t) {
     const std::uint8_t* a_tile = p.a + t * p.a_tile_stride;
     const float* ea_tile = p.a_exp + t * p.a_exp_stride;
-    float* acc_tile = p.acc + t * p.mr * p.nr;
+    // acc is null when the call has a single k-block (results go straight to C).
+    float* acc_tile = p.acc != nullptr ? p.acc + t * p.mr * p.nr : nullptr;
     for (int r = 0; r < p.mr; ++r) {
       const std::int64_t row = t * p.mr + r;
       for (int j = 0; j < p.nr; ++j) {
