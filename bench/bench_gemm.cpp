@@ -6,6 +6,7 @@
 // independent vpdpbusd, times the thread count). C = A·Bᵀ with A [M, K] activations and B [N, K]
 // weights throughout:
 //   gse8_g32, gse8_g128   A, B GSE-INT8 (G32 / G128); B packed inside every call
+//   gse8_g32_prepacked    the same with B packed once (gemm::pack_b), like oneDNN's weights
 //   gse_a8w4_g32          A INT8, B INT4 (G32)
 //   qcd8_g32              A fp32, quantized to INT8/G32 inside the call (QCD), B INT8
 //   nf4_a8_g32            B stored NF4 [N, K], decoded and regrouped in packing, nothing prepacked
@@ -136,7 +137,7 @@ void run_timed(benchmark::State& state, const Shape& s, int threads,
 }
 
 // ---- gsq -----------------------------------------------------------------------------
-enum class Impl { kGse8G32, kGse8G128, kGseA8W4G32, kQcd8G32, kNf4, kNf4T, kEigen };
+enum class Impl { kGse8G32, kGse8G32Prepacked, kGse8G128, kGseA8W4G32, kQcd8G32, kNf4, kNf4T, kEigen };
 
 void bench_gsq(benchmark::State& state, Impl impl, Shape s, int threads) {
   set_threads(threads);
@@ -148,8 +149,16 @@ void bench_gsq(benchmark::State& state, Impl impl, Shape s, int threads) {
   const gsq::GseMatrix a = gsq::quantize_gse(x.view(), a_spec, false);
   std::function<void()> body;
   gsq::GseMatrix b;
+  gsq::gemm::PackedB packed;
   gsq::Nf4Matrix w;
   switch (impl) {
+    case Impl::kGse8G32Prepacked: {  // B packed once, as oneDNN's weights are
+      const Tensor<float> wf = random_tensor(s.n, s.k, 2, 0.02f);
+      b = gsq::quantize_gse(wf.view(), b_spec, false, {}, gsq::MemoryCategory::kWeights);
+      packed = gsq::gemm::pack_b(gsq::gemm::BOperand::gse(b), gsq::MemoryCategory::kWeights);
+      body = [&] { gsq::gemm::gemm_nt(a, gsq::gemm::BOperand::packed(packed), c.view()); };
+      break;
+    }
     case Impl::kGse8G32:
     case Impl::kGse8G128:
     case Impl::kGseA8W4G32:
@@ -239,7 +248,8 @@ void register_all() {
     const char* name;
     Impl impl;
   };
-  const GsqImpl gsq_impls[] = {{"gse8_g32", Impl::kGse8G32},       {"gse8_g128", Impl::kGse8G128},
+  const GsqImpl gsq_impls[] = {{"gse8_g32", Impl::kGse8G32},       {"gse8_g32_prepacked", Impl::kGse8G32Prepacked},
+                               {"gse8_g128", Impl::kGse8G128},
                                {"gse_a8w4_g32", Impl::kGseA8W4G32}, {"qcd8_g32", Impl::kQcd8G32},
                                {"nf4_a8_g32", Impl::kNf4},          {"nf4t_a8_g32", Impl::kNf4T},
                                {"eigen_f32", Impl::kEigen}};

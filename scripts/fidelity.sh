@@ -4,7 +4,8 @@
 #
 #   scripts/fidelity.sh [BUILD_DIR] [OUT_DIR]      (defaults: build, build/fidelity)
 #
-# Runs gsq-finetune once per row and prints a Markdown table from the runs' summary.json:
+# Runs gsq-finetune once per row and prints a Markdown table from the runs' summary.json
+# (quality and gsq's memory accounting; speed is bench_model's job):
 #   - LoRA, FP32 arithmetic over the FP32 base (the reference), with --ptq-bits 4,3: the
 #     merged weights rounded to 4 and 3 bits afterwards (the baseline L4Q must beat)
 #   - LoRA, FP32 arithmetic over an NF4 base (QLoRA): isolates what the base storage costs
@@ -47,16 +48,16 @@ def summary(name):
     with open(os.path.join(out, name, "summary.json")) as f:
         return json.load(f)
 ref = summary("lora_fp32")["eval"]["ppl"]
-print(f"| run | held-out ppl | vs FP32 LoRA | train time (s) | peak training memory (MiB) |")
-print("|---|---|---|---|---|")
+print("| run | held-out ppl | vs FP32 LoRA | peak training memory (MiB, gsq accounting) |")
+print("|---|---:|---:|---:|")
 rows = [("LoRA FP32, FP32 base", "lora_fp32"), ("LoRA FP32, NF4 base", "lora_fp32_nf4"),
         ("LoRA W8A8G8, NF4 base", "lora_w8a8g8"), ("LoRA W6A6G6, NF4 base", "lora_w6a6g6"),
         ("L4Q 4-bit G128 (quantized model)", "l4q_4bit"), ("L4Q 3-bit G128 (quantized model)", "l4q_3bit")]
 for label, name in rows:
     s = summary(name)
     ppl = s["eval"]["ppl"]
-    print(f"| {label} | {ppl:.4f} | {ppl / ref:.4f}x | {s['train_seconds']:.1f} | {s['peak_train_bytes'] / 2**20:.2f} |")
+    print(f"| {label} | {ppl:.4f} | {ppl / ref:.4f}× | {s['peak_train_bytes'] / 2**20:.2f} |")
 for bits in (4, 3):
     ppl = summary("lora_fp32")["eval_lora_rtn"][f"lora+rtn-int{bits}/G128"]["ppl"]
-    print(f"| LoRA FP32 then {bits}-bit round-to-nearest G128 | {ppl:.4f} | {ppl / ref:.4f}x | | |")
+    print(f"| LoRA FP32, merged, then {bits}-bit round-to-nearest G128 | {ppl:.4f} | {ppl / ref:.4f}× | |")
 EOF
