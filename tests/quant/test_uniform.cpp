@@ -284,4 +284,115 @@ TEST_SUITE("quant") {
     CHECK(gsq::test::bitwise_equal(gs1.data(), gs2.data(), gs1.numel()));
     CHECK(gsq::test::bitwise_equal(gb1.data(), gb2.data(), gb1.numel()));
   }
+
+  TEST_CASE("uniform: backward is bit-identical on every ISA path at edge sizes") {
+    // Reference vs AVX2 vs AVX-512: masks, weight gradients and the per-group step and
+    // offset sums (the lane order of kernels/uniform_reference.hpp), with the LSQ scale
+    // off and on, groups that do and do not divide 16, and tails of every length.
+    const std::vector<std::int64_t> sizes = {1, 2, 15, 16, 17, 31, 32, 33, 37, 64, 131};
+    for (int bits : {2, 4, 8}) {
+      for (int group : {1, 5, 16, 24, 33, 128}) {
+        const UniformSpec spec{bits, group};
+        for (std::int64_t rows : {std::int64_t{1}, std::int64_t{3}, std::int64_t{17}}) {
+          for (std::int64_t cols : sizes) {
+            CAPTURE(spec.name());
+            CAPTURE(rows);
+            CAPTURE(cols);
+            const std::uint64_t seed = static_cast<std::uint64_t>(rows * 1000 + cols + group);
+            const gsq::Tensor<float> w = gsq::test::random_matrix(rows, cols, seed);
+            const gsq::Tensor<float> g = gsq::test::random_matrix(rows, cols, seed + 7);
+            const Params p = make_params(w, spec, seed);
+            const std::int64_t groups = p.steps.view().cols();
+            for (bool scale : {false, true}) {
+              gsq::UniformGradOptions opt;
+              opt.lsq_grad_scale = scale;
+              gsq::Tensor<float> ref_w({rows, cols}), ref_s({rows, groups}),
+                  ref_b({rows, groups});
+              {
+                gsq::ScopedIsa scalar(gsq::Isa::kReference);
+                gsq::uniform_backward(w, spec, p.steps, p.offsets, g, ref_w, ref_s, ref_b, opt);
+              }
+              // The reference against an independent double-precision sum.
+              for (std::int64_t r = 0; r < rows; ++r)
+                for (std::int64_t grp = 0; grp < groups; ++grp) {
+                  const float st = std::max(p.steps(r, grp), gsq::kUniformMinStep);
+                  double ds = 0, db = 0;
+                  const std::int64_t c1 = std::min(cols, (grp + 1) * group);
+                  for (std::int64_t c = grp * group; c < c1; ++c) {
+                    const float v = (w(r, c) - p.offsets(r, grp)) / st;
+                    if (v < static_cast<float>(spec.qmin()) || v > static_cast<float>(spec.qmax())) {
+                      ds += static_cast<double>(g(r, c)) *
+                            (v < 0 ? spec.qmin() : spec.qmax());
+                      db += g(r, c);
+                      REQUIRE(ref_w(r, c) == 0.0f);
+                    } else {
+                      ds += static_cast<double>(g(r, c)) * (std::nearbyint(v) - v);
+                      REQUIRE(ref_w(r, c) == g(r, c));
+                    }
+                  }
+                  if (p.steps(r, grp) <= gsq::kUniformMinStep) ds = 0;  // no step gradient
+                  if (scale) {
+                    const double k = 1.0 / std::sqrt(static_cast<double>(c1 - grp * group) *
+                                                     spec.qmax());
+                    ds *= k;
+                    db *= k;
+                  }
+                  REQUIRE(ref_s(r, grp) == doctest::Approx(ds).epsilon(1e-4).scale(1.0));
+                  REQUIRE(ref_b(r, grp) == doctest::Approx(db).epsilon(1e-4).scale(1.0));
+                }
+              gsq::test::for_each_isa([&](gsq::Isa) {
+                gsq::Tensor<float> gw({rows, cols}), gs({rows, groups}), gb({rows, groups});
+                gsq::uniform_backward(w, spec, p.steps, p.offsets, g, gw, gs, gb, opt);
+                REQUIRE(gsq::test::bitwise_equal(gw.data(), ref_w.data(), gw.numel()));
+                REQUIRE(gsq::test::bitwise_equal(gs.data(), ref_s.data(), gs.numel()));
+                REQUIRE(gsq::test::bitwise_equal(gb.data(), ref_b.data(), gb.numel()));
+                // In place over the upstream gradient, accumulating onto earlier values.
+                gsq::Tensor<float> inplace = g.clone(), gs2 = ref_s.clone(), gb2 = ref_b.clone();
+                gsq::uniform_backward(w, spec, p.steps, p.offsets, inplace, inplace, gs2, gb2,
+                                      opt);
+                REQUIRE(gsq::test::bitwise_equal(inplace.data(), ref_w.data(), gw.numel()));
+                for (std::int64_t i = 0; i < gs2.numel(); ++i) {
+                  REQUIRE(gs2[i] == ref_s[i] + ref_s[i]);
+                  REQUIRE(gb2[i] == ref_b[i] + ref_b[i]);
+                }
+              });
+            }
+          }
+        }
+      }
+    }
+  }
+
+  TEST_CASE("uniform: backward rejects non-finite weights on every ISA path") {
+    gsq::Tensor<float> w = gsq::test::random_matrix(4, 37, 2);
+    const gsq::Tensor<float> g = gsq::test::random_matrix(4, 37, 3);
+    const UniformSpec spec{4, 16};
+    const Params p = make_params(w, spec, 2);
+    gsq::test::for_each_isa([&](gsq::Isa) {
+      for (float bad : {std::numeric_limits<float>::quiet_NaN(),
+                        std::numeric_limits<float>::infinity(),
+                        -std::numeric_limits<float>::infinity()}) {
+        for (std::int64_t col : {std::int64_t{0}, std::int64_t{20}, std::int64_t{36}}) {
+          gsq::Tensor<float> wb = w.clone();
+          wb(2, col) = bad;
+          gsq::Tensor<float> gw({4, 37}), gs({4, 3}), gb({4, 3});
+          try {
+            gsq::uniform_backward(wb, spec, p.steps, p.offsets, g, gw, gs, gb, {}, "blk.w");
+            FAIL("expected a FormatError");
+          } catch (const gsq::FormatError& e) {
+            CHECK(e.code() == gsq::ErrorCode::kNonFinite);
+            const std::string what = e.what();
+            CHECK(what.find("blk.w") != std::string::npos);
+            CHECK(what.find("row 2, column " + std::to_string(col)) != std::string::npos);
+          }
+        }
+      }
+      gsq::Tensor<float> bad_offsets = p.offsets.clone();
+      bad_offsets(1, 2) = std::numeric_limits<float>::quiet_NaN();
+      gsq::Tensor<float> gw({4, 37}), gs({4, 3}), gb({4, 3});
+      CHECK_THROWS_AS(gsq::uniform_backward(w, spec, p.steps, bad_offsets, g, gw, gs, gb),
+                      gsq::FormatError);
+      for (float v : gs) CHECK(v == 0.0f);  // rejected before anything was written
+    });
+  }
 }

@@ -11,8 +11,9 @@
 //     Qn <= v <= Qp:  ∂ŵ/∂w = 1,  ∂ŵ/∂s = round(v) − v,  ∂ŵ/∂b = 0
 //     v < Qn:         ∂ŵ/∂w = 0,  ∂ŵ/∂s = Qn,            ∂ŵ/∂b = 1
 //     v > Qp:         ∂ŵ/∂w = 0,  ∂ŵ/∂s = Qp,            ∂ŵ/∂b = 1
-// ∂L/∂s and ∂L/∂b are summed over the group (in double, in index order) and *added* to
-// the caller's gradients; ∂L/∂w (the in-range mask times g) is *written*. A step at or
+// ∂L/∂s and ∂L/∂b are summed over the group (in float, in 16 lane sums combined by a
+// fixed tree: kernels/uniform_reference.hpp defines the order) and *added* to the
+// caller's gradients; ∂L/∂w (the in-range mask times g) is *written*. A step at or
 // below kUniformMinStep has no effect on ŵ and gets no gradient.
 // Gradient scale: LSQ (Esser et al. 2020) multiplies ∂L/∂s by 1/√(N·Qp) (N = weights per
 // step; LSQ+ applies it to s and b). It is off by default — AdamW normalises each
@@ -23,11 +24,12 @@
 // grid spans the group's range; a constant group gets the smallest step.
 //
 // Non-finite weights, steps or offsets throw FormatError naming the tensor and position.
-// The forward is dispatched (scalar, AVX2, AVX-512: identical bits), parallel over rows;
-// the backward and the export are scalar.
+// The forward and the backward are dispatched (scalar, AVX2, AVX-512: identical bits),
+// parallel over rows; the export is scalar.
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -65,25 +67,38 @@ inline std::int64_t uniform_groups(std::int64_t cols, const UniformSpec& spec) n
   return (cols + spec.group - 1) / spec.group;
 }
 
-/// Checks shapes, and that the weight and its steps/offsets are finite.
-inline void check_uniform_inputs(const char* what, MatrixView<const float> w,
+/// Checks the shapes of steps/offsets against w, and that they are finite.
+inline void check_uniform_params(const char* what, MatrixView<const float> w,
                                  const UniformSpec& spec, MatrixView<const float> steps,
-                                 MatrixView<const float> offsets, const char* name) {
+                                 MatrixView<const float> offsets) {
   spec.validate();
   const std::int64_t groups = uniform_groups(w.cols(), spec);
   check_shape(steps, w.rows(), groups, (std::string(what) + ": steps").c_str());
   check_shape(offsets, w.rows(), groups, (std::string(what) + ": offsets").c_str());
   for (std::int64_t r = 0; r < w.rows(); ++r) {
-    if (!kernels::reference::row_is_finite(w.row(r), w.cols())) {
-      for (std::int64_t c = 0; c < w.cols(); ++c)
-        if (!std::isfinite(w(r, c))) throw_uniform_non_finite(what, name, r, c, w(r, c));
-    }
     for (std::int64_t g = 0; g < groups; ++g) {
       if (!std::isfinite(steps(r, g))) throw_uniform_non_finite(what, "steps", r, g, steps(r, g));
       if (!std::isfinite(offsets(r, g)))
         throw_uniform_non_finite(what, "offsets", r, g, offsets(r, g));
     }
   }
+}
+
+/// Throws for the first non-finite element of w (row-major order), if any.
+inline void throw_first_non_finite(const char* what, MatrixView<const float> w, const char* name) {
+  for (std::int64_t r = 0; r < w.rows(); ++r) {
+    if (kernels::reference::row_is_finite(w.row(r), w.cols())) continue;
+    for (std::int64_t c = 0; c < w.cols(); ++c)
+      if (!std::isfinite(w(r, c))) throw_uniform_non_finite(what, name, r, c, w(r, c));
+  }
+}
+
+/// Checks shapes, and that the weight and its steps/offsets are finite.
+inline void check_uniform_inputs(const char* what, MatrixView<const float> w,
+                                 const UniformSpec& spec, MatrixView<const float> steps,
+                                 MatrixView<const float> offsets, const char* name) {
+  check_uniform_params(what, w, spec, steps, offsets);
+  throw_first_non_finite(what, w, name);
 }
 
 inline std::int64_t uniform_row_grain(std::int64_t cols) noexcept {
@@ -218,54 +233,63 @@ inline void dequantize_uniform(const UniformMatrix& q, MatrixView<float> out) {
 }
 
 /// LSQ+ backward. Writes grad_w = g on in-range elements and 0 on clamped ones (may
-/// alias grad_out), and adds each group's ∂L/∂s and ∂L/∂b to grad_steps / grad_offsets.
+/// alias grad_out), and adds each group's ∂L/∂s and ∂L/∂b to grad_steps / grad_offsets
+/// (summed in the lane order of kernels/uniform_reference.hpp). Dispatched to the
+/// selected ISA path (identical bits), parallel over rows. Throws FormatError on a
+/// non-finite step or offset before writing anything; a non-finite weight is found
+/// during the pass (no separate scan of w) and throws after it, leaving the outputs
+/// unspecified.
 inline void uniform_backward(MatrixView<const float> w, const UniformSpec& spec,
                              MatrixView<const float> steps, MatrixView<const float> offsets,
                              MatrixView<const float> grad_out, MatrixView<float> grad_w,
                              MatrixView<float> grad_steps, MatrixView<float> grad_offsets,
                              const UniformGradOptions& options = {}, const char* name = "weight") {
-  quant::detail::check_uniform_inputs("uniform_backward", w, spec, steps, offsets, name);
+  quant::detail::check_uniform_params("uniform_backward", w, spec, steps, offsets);
   check_shape(grad_out, w.rows(), w.cols(), "uniform_backward: grad_out");
   check_shape(grad_w, w.rows(), w.cols(), "uniform_backward: grad_w");
   check_shape(grad_steps, steps.rows(), steps.cols(), "uniform_backward: grad_steps");
   check_shape(grad_offsets, offsets.rows(), offsets.cols(), "uniform_backward: grad_offsets");
-  const float qmin = static_cast<float>(spec.qmin()), qmax = static_cast<float>(spec.qmax());
-  const std::int64_t groups = steps.cols();
-  parallel_for_chunks(
-      w.rows(), quant::detail::uniform_row_grain(w.cols()), [&](std::int64_t r0, std::int64_t r1) {
-        for (std::int64_t r = r0; r < r1; ++r) {
-          for (std::int64_t g = 0; g < groups; ++g) {
-            const float s = quant::kernels::uniform_effective_step(steps(r, g));
-            const float b = offsets(r, g);
-            const std::int64_t c0 = g * spec.group;
-            const std::int64_t c1 = std::min<std::int64_t>(c0 + spec.group, w.cols());
-            double sum_s = 0.0, sum_b = 0.0;
-            for (std::int64_t c = c0; c < c1; ++c) {
-              const float v = (w(r, c) - b) / s;
-              const float gi = grad_out(r, c);
-              if (v < qmin) {
-                sum_s += static_cast<double>(gi) * qmin;
-                sum_b += gi;
-                grad_w(r, c) = 0.0f;
-              } else if (v > qmax) {
-                sum_s += static_cast<double>(gi) * qmax;
-                sum_b += gi;
-                grad_w(r, c) = 0.0f;
-              } else {
-                sum_s += static_cast<double>(gi) * (static_cast<double>(std::nearbyint(v)) - v);
-                grad_w(r, c) = gi;
-              }
-            }
-            if (options.lsq_grad_scale) {
-              const double scale = 1.0 / std::sqrt(static_cast<double>(c1 - c0) * qmax);
-              sum_s *= scale;
-              sum_b *= scale;
-            }
-            if (steps(r, g) > kUniformMinStep) grad_steps(r, g) += static_cast<float>(sum_s);
-            grad_offsets(r, g) += static_cast<float>(sum_b);
-          }
-        }
-      });
+  const quant::kernels::UniformBackwardParams p{w.data(),
+                                                w.stride(),
+                                                grad_out.data(),
+                                                grad_out.stride(),
+                                                grad_w.data(),
+                                                grad_w.stride(),
+                                                steps.data(),
+                                                steps.stride(),
+                                                offsets.data(),
+                                                offsets.stride(),
+                                                grad_steps.data(),
+                                                grad_steps.stride(),
+                                                grad_offsets.data(),
+                                                grad_offsets.stride(),
+                                                w.cols(),
+                                                spec.group,
+                                                static_cast<float>(spec.qmin()),
+                                                static_cast<float>(spec.qmax()),
+                                                options.lsq_grad_scale};
+  const Isa isa = selected_isa();
+  std::atomic<bool> finite{true};
+  parallel_for_chunks(w.rows(), quant::detail::uniform_row_grain(w.cols()),
+                      [&](std::int64_t r0, std::int64_t r1) {
+                        bool ok = true;
+                        switch (isa) {
+#if GSQ_HAVE_X86_SIMD
+                          case Isa::kAvx512Vnni:
+                            ok = quant::kernels::avx512::uniform_backward_rows(p, r0, r1);
+                            break;
+                          case Isa::kAvx2:
+                            ok = quant::kernels::avx2::uniform_backward_rows(p, r0, r1);
+                            break;
+#endif
+                          default:
+                            ok = quant::kernels::reference::uniform_backward_rows(p, r0, r1);
+                            break;
+                        }
+                        if (!ok) finite.store(false, std::memory_order_relaxed);
+                      });
+  if (!finite.load(std::memory_order_relaxed))
+    quant::detail::throw_first_non_finite("uniform_backward", w, name);
 }
 
 GSQ_NAMESPACE_END

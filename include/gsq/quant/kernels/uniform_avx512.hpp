@@ -2,7 +2,10 @@
 //
 // The same operations as kernels/uniform_reference.hpp, 16 lanes at a time: subtract,
 // divide, round to nearest even, clamp, one fused multiply-add (the reference uses
-// std::fma), so the results are bit-identical.
+// std::fma), so the results are bit-identical. The LSQ+ backward keeps the reference's
+// 16 float lane sums in one register each (element k of a group in lane k mod 16), adds
+// masked lanes only where the reference adds, and combines the lanes with the
+// reference's own tree, so the step and offset gradients are bit-identical too.
 #pragma once
 
 #include "gsq/core/config.hpp"
@@ -42,6 +45,47 @@ inline void uniform_fake_quant_rows(const UniformKernelParams& p, std::int64_t r
       }
     }
   }
+}
+
+/// LSQ+ backward over rows [r0, r1); see reference::uniform_backward_rows.
+inline bool uniform_backward_rows(const UniformBackwardParams& p, std::int64_t r0,
+                                  std::int64_t r1) noexcept {
+  const __m512 qmin = _mm512_set1_ps(p.qmin), qmax = _mm512_set1_ps(p.qmax);
+  const __m512 inf = _mm512_set1_ps(__builtin_huge_valf());
+  __mmask16 bad = 0;
+  alignas(64) float lane_s[kUniformSumLanes], lane_b[kUniformSumLanes];
+  for (std::int64_t r = r0; r < r1; ++r) {
+    const float* w = p.w + r * p.w_stride;
+    const float* go = p.grad_out + r * p.grad_out_stride;
+    float* gw = p.grad_w + r * p.grad_w_stride;
+    for (std::int64_t c0 = 0, g = 0; c0 < p.cols; c0 += p.group, ++g) {
+      const __m512 s = _mm512_set1_ps(uniform_effective_step(p.steps[r * p.steps_stride + g]));
+      const __m512 b = _mm512_set1_ps(p.offsets[r * p.offsets_stride + g]);
+      const std::int64_t n = std::min<std::int64_t>(p.group, p.cols - c0);
+      __m512 acc_s = _mm512_setzero_ps(), acc_b = _mm512_setzero_ps();
+      for (std::int64_t k = 0; k < n; k += 16) {
+        const __mmask16 mask = n - k >= 16 ? static_cast<__mmask16>(0xFFFF)
+                                           : static_cast<__mmask16>((1u << (n - k)) - 1u);
+        const __m512 x = _mm512_maskz_loadu_ps(mask, w + c0 + k);
+        const __m512 gi = _mm512_maskz_loadu_ps(mask, go + c0 + k);
+        bad |= static_cast<__mmask16>(
+            mask & ~_mm512_cmp_ps_mask(_mm512_abs_ps(x), inf, _CMP_LT_OQ));
+        const __m512 v = _mm512_div_ps(_mm512_sub_ps(x, b), s);
+        const __m512 vc = _mm512_min_ps(_mm512_max_ps(v, qmin), qmax);
+        const __mmask16 clamped = _mm512_cmp_ps_mask(v, vc, _CMP_NEQ_UQ);
+        const __m512 q = _mm512_roundscale_ps(vc, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        const __m512 d = _mm512_mask_blend_ps(clamped, _mm512_sub_ps(q, vc), vc);
+        acc_s = _mm512_mask3_fmadd_ps(gi, d, acc_s, mask);
+        acc_b = _mm512_mask_add_ps(acc_b, static_cast<__mmask16>(clamped & mask), acc_b, gi);
+        _mm512_mask_storeu_ps(gw + c0 + k, mask, _mm512_maskz_mov_ps(static_cast<__mmask16>(~clamped), gi));
+      }
+      _mm512_store_ps(lane_s, acc_s);
+      _mm512_store_ps(lane_b, acc_b);
+      uniform_finish_group(p, r, g, n, uniform_lane_tree_sum(lane_s),
+                           uniform_lane_tree_sum(lane_b));
+    }
+  }
+  return bad == 0;
 }
 
 }  // namespace quant::kernels::avx512
