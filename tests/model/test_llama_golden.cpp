@@ -101,7 +101,9 @@ TEST_SUITE("model") {
         MESSAGE(name << " prompt of " << ids.size() << " tokens: max |dlogit| " << max_abs
                        << " (max |logit| " << max_logit << ", max rel " << max_rel << "), CE "
                        << ce << " vs " << golden_ce);
-        CHECK(max_abs <= 1e-3);
+        // The bound: within 1e-4 relative to the logits' scale (element-wise
+        // relative error is meaningless for logits near zero; it is printed above).
+        CHECK(max_abs <= 1e-4 * max_logit);
         CHECK(std::fabs(ce - golden_ce) <= 1e-4);
         const std::span<const float> row(logits.view().row(last), expected.size());
         CHECK(gsq::argmax_token(row) == prompt["argmax_last"].get<std::int32_t>());
