@@ -10,7 +10,10 @@
 // the seven projections of a block (PEFT target_modules: q_proj, k_proj, v_proj, o_proj,
 // gate_proj, up_proj, down_proj) becomes a frozen Linear, a LoraLinear or an L4qLinear
 // (model/projection.hpp); frozen weights are stored once in FP32, NF4 or GSE-INT. Attention's
-// score/value products run in FP32 or GSE-INT (`attention_bits`).
+// score/value products run in FP32 or GSE-INT (`attention_bits`). In integer mode a
+// frozen classifier is a frozen Linear too (`integer_classifier`): logits = h·Wᵀ and
+// dh = dlogits·W are GSE-INT GEMMs over a second, quantized copy of W, while the FP32 W
+// stays for the embedding lookup and export.
 //
 // Training is forward → loss → backward with caller-owned caches, as for every layer:
 //     Llama::Cache cache;
@@ -28,6 +31,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -89,6 +93,11 @@ struct LlamaOptions {
   L4qConfig l4q;
   bool train_norms = false;
   bool train_embedding = false;  // also the classifier when tied
+  // In integer mode (`bits` not FP32), run the frozen classifier (train_embedding false)
+  // through the GSE-INT GEMM: h quantized with the activation spec, dlogits with the
+  // gradient spec, W stored once more in GSE-INT with the weight bits (also over an NF4
+  // base: an NF4 classifier costs loss). false keeps it FP32. No effect in FP32 mode.
+  bool integer_classifier = true;
 
   /// Every product in `bits` (projections, adapters, attention), frozen weights stored
   /// as `base_format`.
@@ -164,13 +173,14 @@ class Llama {
     std::vector<BlockCache> blocks;
     RmsNorm::Cache final_norm;
     Tensor<float> hidden;  // final normed states, only when the classifier trains
+    Linear::Cache classifier;  // the integer classifier's (frozen: holds nothing)
     std::vector<std::int32_t> ids;
     std::int64_t batch = 0;
     std::int64_t seq = 0;
 
     /// Bytes of the cached tensors.
     std::int64_t bytes() const noexcept {
-      std::int64_t n = final_norm.bytes() + hidden.bytes();
+      std::int64_t n = final_norm.bytes() + hidden.bytes() + classifier.bytes();
       for (const BlockCache& b : blocks) n += b.bytes();
       return n;
     }
@@ -241,6 +251,11 @@ class Llama {
     rope_ = Rope(config_.head_size(), config_.max_seq_len, config_.rope_theta, config_.rope_style);
     attention_ = CausalAttention(config_.n_heads, config_.n_kv_heads, config_.head_size(),
                                  options_.attention_bits);
+    if (options_.integer_classifier && !options_.bits.is_fp32() && !classifier_trainable()) {
+      LinearConfig lin;
+      lin.bits = options_.bits;
+      classifier_ = Linear(make_classifier_weight(classifier_weight()), lin);
+    }
   }
 
   const LlamaConfig& config() const noexcept { return config_; }
@@ -250,10 +265,13 @@ class Llama {
   Embedding& embedding() noexcept { return embedding_; }
   RmsNorm& final_norm() noexcept { return final_norm_; }
   CausalAttention& attention() noexcept { return attention_; }
-  /// The classifier weight [vocab, dim] (the embedding when tied).
+  /// The classifier weight [vocab, dim] (the embedding when tied), in FP32.
   MatrixView<const float> classifier_weight() const noexcept {
     return config_.tied_embeddings ? embedding_.weight().view() : lm_head_.view();
   }
+  /// Whether logits and dh run through the GSE-INT GEMM (LlamaOptions::integer_classifier
+  /// in integer mode with a frozen classifier).
+  bool has_integer_classifier() const noexcept { return classifier_.has_value(); }
   /// The projection `name` (one of kLlamaProjections) of block `l`.
   Projection& projection(std::int64_t l, std::string_view name) {
     Block& b = block(l);
@@ -292,7 +310,7 @@ class Llama {
                                               MemoryCategory::kActivations)
                               : scratch(ws_.normed, tokens, config_.dim);
     final_norm_.forward(x, h, cache != nullptr ? &cache->final_norm : nullptr);
-    gemm::gemm_f32(h, false, classifier_weight(), true, logits);
+    classify(h, logits, cache != nullptr ? &cache->classifier : nullptr);
   }
   Tensor<float> forward(std::span<const std::int32_t> ids, std::int64_t batch,
                         Cache* cache = nullptr) {
@@ -310,7 +328,8 @@ class Llama {
     check_shape(dlogits, tokens, config_.vocab_size, "Llama::backward dlogits");
     MatrixView<float> dx = scratch(ws_.x, tokens, config_.dim);
     MatrixView<float> dh = scratch(ws_.normed, tokens, config_.dim);
-    gemm::gemm_f32(dlogits, false, classifier_weight(), false, dh);  // dh = dlogits·W
+    if (classifier_) classifier_->backward(dlogits, cache.classifier, dh);  // dh = dlogits·W
+    else gemm::gemm_f32(dlogits, false, classifier_weight(), false, dh);
     if (classifier_trainable()) {  // dW += dlogitsᵀ·h
       Tensor<float>& grad = config_.tied_embeddings ? embedding_.grad() : lm_head_grad_;
       gemm::gemm_f32(dlogits, true, cache.hidden.view(), false, grad.view(),
@@ -416,7 +435,7 @@ class Llama {
       add_into(x, tmp);
     }
     final_norm_.forward(x, normed, nullptr);
-    gemm::gemm_f32(normed, false, classifier_weight(), true, logits);
+    classify(normed, logits, nullptr);  // the same classifier as forward
     kv.length = pos + n;
   }
 
@@ -447,10 +466,12 @@ class Llama {
 
   // ---- memory ------------------------------------------------------------------------
 
-  /// Bytes of the stored weights: embedding, norms, the untied classifier, every
-  /// projection's frozen weight (in its stored format) and adapter masters.
+  /// Bytes of the stored weights: embedding, norms, the untied classifier, the integer
+  /// classifier's quantized copy, every projection's frozen weight (in its stored
+  /// format) and adapter masters.
   std::int64_t weight_bytes() {
     std::int64_t n = embedding_.weight().bytes() + final_norm_.weight().bytes() + lm_head_.bytes();
+    if (classifier_) n += classifier_->frozen_weight().bytes();
     for (Block& b : blocks_) {
       n += b.attn_norm.weight().bytes() + b.mlp_norm.weight().bytes();
       for (Projection* p : {&b.q_proj, &b.k_proj, &b.v_proj, &b.o_proj, &b.mlp.gate(),
@@ -465,6 +486,7 @@ class Llama {
  private:
   struct Workspace {  // reused between calls (kScratch)
     Tensor<float> x, normed, q, k, v, attn, tmp, dq, dk, dv, logits;
+    Linear::Cache classifier;  // the integer classifier's, for cache-free forwards
   };
 
   static MatrixView<float> scratch(Tensor<float>& t, std::int64_t rows, std::int64_t cols) {
@@ -502,6 +524,26 @@ class Llama {
       case WeightFormat::kFp32: break;
     }
     return FrozenWeight::from_fp32(std::move(w));
+  }
+
+  /// The integer classifier's copy of W [vocab, dim] (the FP32 W stays for the lookup
+  /// and export): GSE-INT with the weight bits, whatever base_format the projections
+  /// use. For an FP32 or GSE base that is the projections' own choice (a frozen integer
+  /// Linear quantizes an FP32 weight to exactly this). For an NF4 base it is a
+  /// deliberate exception: an NF4 classifier visibly hurts the loss (stories260K,
+  /// 256 tokens, W8A8G8 over an NF4 base: NLL 1.548 with an NF4 classifier, 1.509 with
+  /// the FP32 one, +2.6%; GSE-INT8 stays within 0.1%), since the logits feed the
+  /// softmax directly and NF4's 16 levels per block of 64 are too coarse for them. The
+  /// copy costs vocab·dim bytes plus one exponent per group of 32.
+  FrozenWeight make_classifier_weight(MatrixView<const float> w) const {
+    return FrozenWeight::gse(w, options_.bits.weight_spec());
+  }
+
+  /// logits = h·Wᵀ through the integer classifier or in FP32; `cache` (training) keeps
+  /// what backward needs.
+  void classify(MatrixView<const float> h, MatrixView<float> logits, Linear::Cache* cache) {
+    if (classifier_) classifier_->forward(h, logits, cache != nullptr ? *cache : ws_.classifier);
+    else gemm::gemm_f32(h, false, classifier_weight(), true, logits);
   }
 
   Projection make_projection(std::int64_t layer, std::size_t slot, Tensor<float> w) const {
@@ -596,6 +638,7 @@ class Llama {
   RmsNorm final_norm_;
   Tensor<float> lm_head_;       // untied classifier [vocab, dim]
   Tensor<float> lm_head_grad_;  // when the classifier trains
+  std::optional<Linear> classifier_;  // the integer classifier (integer_classifier)
   Rope rope_;
   CausalAttention attention_;
   Workspace ws_;
