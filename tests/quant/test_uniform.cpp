@@ -363,7 +363,7 @@ TEST_SUITE("quant") {
     }
   }
 
-  TEST_CASE("uniform: backward rejects non-finite weights on every ISA path") {
+  TEST_CASE("uniform: backward and fake quantization reject non-finite weights on every ISA path") {
     gsq::Tensor<float> w = gsq::test::random_matrix(4, 37, 2);
     const gsq::Tensor<float> g = gsq::test::random_matrix(4, 37, 3);
     const UniformSpec spec{4, 16};
@@ -384,6 +384,30 @@ TEST_SUITE("quant") {
             const std::string what = e.what();
             CHECK(what.find("blk.w") != std::string::npos);
             CHECK(what.find("row 2, column " + std::to_string(col)) != std::string::npos);
+          }
+        }
+      }
+      // Fake quantization, also in place (the row holding the bad value is left unread
+      // and unwritten, so its position is still reported), over many chunks.
+      const gsq::Tensor<float> big = gsq::test::random_matrix(300, 33, 5);
+      const Params pb = make_params(big, spec, 5);
+      for (std::int64_t row : {std::int64_t{0}, std::int64_t{150}, std::int64_t{299}}) {
+        gsq::Tensor<float> wb = big.clone();
+        wb(row, 32) = std::numeric_limits<float>::quiet_NaN();
+        wb(299, 1) = std::numeric_limits<float>::infinity();  // a later one is not reported
+        for (bool in_place : {false, true}) {
+          gsq::Tensor<float> out({300, 33});
+          try {
+            gsq::fake_quantize_uniform(wb, spec, pb.steps, pb.offsets, in_place ? wb : out,
+                                       "blk.w");
+            FAIL("expected a FormatError");
+          } catch (const gsq::FormatError& e) {
+            CHECK(e.code() == gsq::ErrorCode::kNonFinite);
+            const std::string what = e.what();
+            CHECK(what.find("blk.w") != std::string::npos);
+            const std::int64_t col = row == 299 ? 1 : 32;
+            CHECK(what.find("row " + std::to_string(row) + ", column " + std::to_string(col)) !=
+                  std::string::npos);
           }
         }
       }

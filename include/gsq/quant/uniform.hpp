@@ -84,12 +84,14 @@ inline void check_uniform_params(const char* what, MatrixView<const float> w,
   }
 }
 
-/// Throws for the first non-finite element of w (row-major order), if any.
-inline void throw_first_non_finite(const char* what, MatrixView<const float> w, const char* name) {
+/// Throws for the first non-finite element of w (row-major order), if any; w's row 0 is
+/// row `first_row` of the tensor named in the message.
+inline void throw_first_non_finite(const char* what, MatrixView<const float> w, const char* name,
+                                   std::int64_t first_row = 0) {
   for (std::int64_t r = 0; r < w.rows(); ++r) {
     if (kernels::reference::row_is_finite(w.row(r), w.cols())) continue;
     for (std::int64_t c = 0; c < w.cols(); ++c)
-      if (!std::isfinite(w(r, c))) throw_uniform_non_finite(what, name, r, c, w(r, c));
+      if (!std::isfinite(w(r, c))) throw_uniform_non_finite(what, name, first_row + r, c, w(r, c));
   }
 }
 
@@ -135,65 +137,73 @@ inline void init_uniform_minmax(MatrixView<const float> w, const UniformSpec& sp
   }
 }
 
+namespace quant::detail {
+
+inline kernels::UniformKernelParams make_fake_quant_params(MatrixView<const float> w,
+                                                       const UniformSpec& spec,
+                                                       MatrixView<const float> steps,
+                                                       MatrixView<const float> offsets,
+                                                       MatrixView<float> out) noexcept {
+  return {w.data(),       w.stride(),       out.data(), out.stride(),
+          steps.data(),   steps.stride(),   offsets.data(), offsets.stride(),
+          w.cols(),       spec.group,       static_cast<float>(spec.qmin()),
+          static_cast<float>(spec.qmax())};
+}
+
+}  // namespace quant::detail
+
 /// ŵ = fma(q, s', b) for every element, into `out` (may be `w` itself). Scalar
-/// definition; fake_quantize_uniform dispatches to SIMD with the same bits.
+/// definition; fake_quantize_uniform dispatches to SIMD with the same bits. Non-finite
+/// steps/offsets are rejected before anything is written; each row of weights is checked
+/// just before it is quantized (no separate scan), so on a non-finite weight rows of
+/// `out` before it may have been written.
 inline void fake_quantize_uniform_reference(MatrixView<const float> w, const UniformSpec& spec,
                                             MatrixView<const float> steps,
                                             MatrixView<const float> offsets, MatrixView<float> out,
                                             const char* name = "weight") {
-  quant::detail::check_uniform_inputs("fake_quantize_uniform", w, spec, steps, offsets, name);
+  quant::detail::check_uniform_params("fake_quantize_uniform", w, spec, steps, offsets);
   check_shape(out, w.rows(), w.cols(), "fake_quantize_uniform: output");
-  quant::kernels::UniformKernelParams p{w.data(),
-                                        w.stride(),
-                                        out.data(),
-                                        out.stride(),
-                                        steps.data(),
-                                        steps.stride(),
-                                        offsets.data(),
-                                        offsets.stride(),
-                                        w.cols(),
-                                        spec.group,
-                                        static_cast<float>(spec.qmin()),
-                                        static_cast<float>(spec.qmax())};
-  quant::kernels::reference::uniform_fake_quant_rows(p, 0, w.rows());
+  const auto p = quant::detail::make_fake_quant_params(w, spec, steps, offsets, out);
+  const std::int64_t bad = quant::kernels::reference::uniform_fake_quant_rows(p, 0, w.rows());
+  if (bad >= 0)
+    quant::detail::throw_first_non_finite("fake_quantize_uniform", w.row_range(bad, 1), name, bad);
 }
 
 /// ŵ = fma(q, s', b) for every element, into `out` (may be `w` itself), on the selected
-/// ISA path, parallel over rows.
+/// ISA path, parallel over rows. Errors as fake_quantize_uniform_reference.
 inline void fake_quantize_uniform(MatrixView<const float> w, const UniformSpec& spec,
                                   MatrixView<const float> steps, MatrixView<const float> offsets,
                                   MatrixView<float> out, const char* name = "weight") {
-  quant::detail::check_uniform_inputs("fake_quantize_uniform", w, spec, steps, offsets, name);
+  quant::detail::check_uniform_params("fake_quantize_uniform", w, spec, steps, offsets);
   check_shape(out, w.rows(), w.cols(), "fake_quantize_uniform: output");
-  const quant::kernels::UniformKernelParams p{w.data(),
-                                              w.stride(),
-                                              out.data(),
-                                              out.stride(),
-                                              steps.data(),
-                                              steps.stride(),
-                                              offsets.data(),
-                                              offsets.stride(),
-                                              w.cols(),
-                                              spec.group,
-                                              static_cast<float>(spec.qmin()),
-                                              static_cast<float>(spec.qmax())};
+  const auto p = quant::detail::make_fake_quant_params(w, spec, steps, offsets, out);
   const Isa isa = selected_isa();
+  // Each chunk stops at its first bad row; the smallest over chunks is the first overall.
+  std::atomic<std::int64_t> first_bad{w.rows()};
   parallel_for_chunks(w.rows(), quant::detail::uniform_row_grain(w.cols()),
                       [&](std::int64_t r0, std::int64_t r1) {
+                        std::int64_t bad = -1;
                         switch (isa) {
 #if GSQ_HAVE_X86_SIMD
                           case Isa::kAvx512Vnni:
-                            quant::kernels::avx512::uniform_fake_quant_rows(p, r0, r1);
+                            bad = quant::kernels::avx512::uniform_fake_quant_rows(p, r0, r1);
                             break;
                           case Isa::kAvx2:
-                            quant::kernels::avx2::uniform_fake_quant_rows(p, r0, r1);
+                            bad = quant::kernels::avx2::uniform_fake_quant_rows(p, r0, r1);
                             break;
 #endif
                           default:
-                            quant::kernels::reference::uniform_fake_quant_rows(p, r0, r1);
+                            bad = quant::kernels::reference::uniform_fake_quant_rows(p, r0, r1);
                             break;
                         }
+                        if (bad < 0) return;
+                        std::int64_t cur = first_bad.load(std::memory_order_relaxed);
+                        while (bad < cur && !first_bad.compare_exchange_weak(cur, bad)) {
+                        }
                       });
+  const std::int64_t bad = first_bad.load();
+  if (bad < w.rows())
+    quant::detail::throw_first_non_finite("fake_quantize_uniform", w.row_range(bad, 1), name, bad);
 }
 
 /// Exports integer codes with the steps actually used (s') and the offsets; decoding the

@@ -24,13 +24,29 @@ GSQ_TARGET_BEGIN_AVX2
 GSQ_NAMESPACE_BEGIN
 namespace quant::kernels::avx2 {
 
-inline void uniform_fake_quant_rows(const UniformKernelParams& p, std::int64_t r0,
-                                    std::int64_t r1) noexcept {
+/// True if all n values are finite.
+inline bool row_is_finite(const float* x, std::int64_t n) noexcept {
+  const __m256 inf = _mm256_set1_ps(__builtin_huge_valf());
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 finite = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+  std::int64_t k = 0;
+  for (; k + 8 <= n; k += 8)
+    finite = _mm256_and_ps(
+        finite, _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + k)), inf, _CMP_LT_OQ));
+  bool ok = _mm256_movemask_ps(finite) == 0xFF;
+  for (; k < n; ++k) ok &= __builtin_isfinite(x[k]);
+  return ok;
+}
+
+/// Fake-quantizes rows [r0, r1); see reference::uniform_fake_quant_rows (same return).
+inline std::int64_t uniform_fake_quant_rows(const UniformKernelParams& p, std::int64_t r0,
+                                            std::int64_t r1) noexcept {
   const __m256 qmin = _mm256_set1_ps(p.qmin), qmax = _mm256_set1_ps(p.qmax);
   const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   for (std::int64_t r = r0; r < r1; ++r) {
     const float* w = p.w + r * p.w_stride;
     float* out = p.out + r * p.out_stride;
+    if (!row_is_finite(w, p.cols)) return r;
     for (std::int64_t c0 = 0, g = 0; c0 < p.cols; c0 += p.group, ++g) {
       const __m256 s = _mm256_set1_ps(uniform_effective_step(p.steps[r * p.steps_stride + g]));
       const __m256 b = _mm256_set1_ps(p.offsets[r * p.offsets_stride + g]);
@@ -51,6 +67,7 @@ inline void uniform_fake_quant_rows(const UniformKernelParams& p, std::int64_t r
       }
     }
   }
+  return -1;
 }
 
 /// Eight elements of one group for uniform_backward_rows: `valid` lanes (0..8) from
@@ -80,12 +97,21 @@ inline void uniform_backward_8(const float* w, const float* go, float* gw, int v
     _mm256_maskstore_ps(gw, imask, y);
 }
 
+/// reference::uniform_lane_tree_sum in registers over lanes 0–7 (lo) and 8–15 (hi):
+/// lane j += lane j + h for h = 8, 4, 2, 1 (float addition commutes, so the operand order
+/// within each add does not matter).
+inline float uniform_lane_tree_sum(__m256 lo, __m256 hi) noexcept {
+  const __m256 h8 = _mm256_add_ps(lo, hi);
+  const __m128 h4 = _mm_add_ps(_mm256_castps256_ps128(h8), _mm256_extractf128_ps(h8, 1));
+  const __m128 h2 = _mm_add_ps(h4, _mm_movehl_ps(h4, h4));
+  return _mm_cvtss_f32(_mm_add_ss(h2, _mm_movehdup_ps(h2)));
+}
+
 /// LSQ+ backward over rows [r0, r1); see reference::uniform_backward_rows.
 inline bool uniform_backward_rows(const UniformBackwardParams& p, std::int64_t r0,
                                   std::int64_t r1) noexcept {
   const __m256 qmin = _mm256_set1_ps(p.qmin), qmax = _mm256_set1_ps(p.qmax);
   __m256 bad = _mm256_setzero_ps();
-  alignas(32) float lane_s[kUniformSumLanes], lane_b[kUniformSumLanes];
   for (std::int64_t r = r0; r < r1; ++r) {
     const float* w = p.w + r * p.w_stride;
     const float* go = p.grad_out + r * p.grad_out_stride;
@@ -106,12 +132,8 @@ inline bool uniform_backward_rows(const UniformBackwardParams& p, std::int64_t r
                              static_cast<int>(std::min<std::int64_t>(8, n - k - 8)), s, b, qmin,
                              qmax, s_hi, b_hi, bad);
       }
-      _mm256_store_ps(lane_s, s_lo);
-      _mm256_store_ps(lane_s + 8, s_hi);
-      _mm256_store_ps(lane_b, b_lo);
-      _mm256_store_ps(lane_b + 8, b_hi);
-      uniform_finish_group(p, r, g, n, uniform_lane_tree_sum(lane_s),
-                           uniform_lane_tree_sum(lane_b));
+      uniform_finish_group(p, r, g, n, uniform_lane_tree_sum(s_lo, s_hi),
+                           uniform_lane_tree_sum(b_lo, b_hi));
     }
   }
   return _mm256_testz_ps(bad, bad) != 0;

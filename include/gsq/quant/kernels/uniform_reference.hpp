@@ -125,12 +125,16 @@ inline float uniform_code(float w, float s, float b, float qmin, float qmax) noe
   return uniform_round_clamped((w - b) / s, qmin, qmax);
 }
 
-/// Fake-quantizes rows [r0, r1): out = fma(code, s', b).
-inline void uniform_fake_quant_rows(const UniformKernelParams& p, std::int64_t r0,
-                                    std::int64_t r1) noexcept {
+/// Fake-quantizes rows [r0, r1): out = fma(code, s', b). Each row's weights are checked
+/// first (the row is then hot for the pass): returns the first row holding a non-finite
+/// weight — rows before it written, it and later rows untouched, so the caller can
+/// report the position even in place — or −1.
+inline std::int64_t uniform_fake_quant_rows(const UniformKernelParams& p, std::int64_t r0,
+                                            std::int64_t r1) noexcept {
   for (std::int64_t r = r0; r < r1; ++r) {
     const float* w = p.w + r * p.w_stride;
     float* out = p.out + r * p.out_stride;
+    if (!row_is_finite(w, p.cols)) return r;
     for (std::int64_t c0 = 0, g = 0; c0 < p.cols; c0 += p.group, ++g) {
       const float s = uniform_effective_step(p.steps[r * p.steps_stride + g]);
       const float b = p.offsets[r * p.offsets_stride + g];
@@ -139,6 +143,7 @@ inline void uniform_fake_quant_rows(const UniformKernelParams& p, std::int64_t r
         out[c] = std::fma(uniform_code(w[c], s, b, p.qmin, p.qmax), s, b);
     }
   }
+  return -1;
 }
 
 /// LSQ+ backward over rows [r0, r1). Returns false if a weight was not finite (the
