@@ -118,6 +118,30 @@ void bm_uniform_fake_quantize(benchmark::State& state, gsq::Isa isa, gsq::Unifor
   set_rate(state, rows * cols);
 }
 
+// L4Q's LSQ+ backward: the straight-through mask written in place over the upstream
+// gradient, step and offset gradients accumulated per group.
+void bm_uniform_backward(benchmark::State& state, gsq::Isa isa, gsq::UniformSpec spec,
+                         std::int64_t rows, std::int64_t cols) {
+  gsq::ScopedIsa scope(isa);
+  gsq::set_num_threads(1);
+  const gsq::Tensor<float> w = random_input(rows, cols);
+  const gsq::Tensor<float> g = random_input(rows, cols);
+  const std::int64_t groups = (cols + spec.group - 1) / spec.group;
+  gsq::Tensor<float> steps({rows, groups}, gsq::MemoryCategory::kScratch);
+  gsq::Tensor<float> offsets({rows, groups}, gsq::MemoryCategory::kScratch);
+  gsq::init_uniform_minmax(w, spec, steps, offsets);
+  for (float& s : steps) s *= 0.8f;  // some values clamp
+  gsq::Tensor<float> gw({rows, cols}, gsq::MemoryCategory::kScratch);
+  gsq::Tensor<float> gs({rows, groups}, gsq::MemoryCategory::kScratch);
+  gsq::Tensor<float> gb({rows, groups}, gsq::MemoryCategory::kScratch);
+  for (auto _ : state) {
+    gsq::uniform_backward(w, spec, steps, offsets, g, gw, gs, gb);
+    benchmark::DoNotOptimize(gw.data());
+    benchmark::ClobberMemory();
+  }
+  set_rate(state, rows * cols);
+}
+
 std::string format_name(const gsq::GseSpec& s) {
   return "INT" + std::to_string(s.bits) + "_G" + std::to_string(s.group) + "_E" +
          std::to_string(s.exp_bits);
@@ -168,6 +192,10 @@ void register_all() {
     benchmark::RegisterBenchmark(
         ("uniform_fake_quantize/" + isa_str + "/ASYM4_G128/" + shape_name(2048, 2048)).c_str(),
         bm_uniform_fake_quantize, isa, gsq::UniformSpec{4, 128}, 2048, 2048)
+        ->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark(
+        ("uniform_backward/" + isa_str + "/ASYM4_G128/" + shape_name(2048, 2048)).c_str(),
+        bm_uniform_backward, isa, gsq::UniformSpec{4, 128}, 2048, 2048)
         ->Unit(benchmark::kMicrosecond);
     // A 2048 × 2048 weight (16 MiB of fp32).
     for (bool dq : {false, true}) {

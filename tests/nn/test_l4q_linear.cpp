@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -329,7 +330,9 @@ TEST_SUITE("nn") {
         outs.push_back(layer.forward(x, cache));
         outs.push_back(layer.backward(dy, cache));
         outs.push_back(layer.lora_a_grad().clone());
+        outs.push_back(layer.lora_b_grad().clone());
         outs.push_back(layer.quant_step_grad().clone());
+        outs.push_back(layer.quant_offset_grad().clone());
         return outs;
       };
       std::vector<Tensor<float>> ref;
@@ -342,6 +345,40 @@ TEST_SUITE("nn") {
         for (std::size_t i = 0; i < got.size(); ++i)
           CHECK(gsq::test::bitwise_equal(got[i].data(), ref[i].data(), got[i].numel()));
       });
+    }
+  }
+
+  TEST_CASE("l4q: a non-finite merged weight is rejected in forward and backward") {
+    const FrozenWeight w0 = FrozenWeight::nf4(gsq::test::random_matrix(20, 70, 96, 0.05f));
+    const Tensor<float> x = gsq::test::random_matrix(5, 70, 97);
+    const Tensor<float> dy = gsq::test::random_matrix(5, 20, 98, 0.1f);
+    for (const Bits& bits : {Bits::fp32(), Bits::w8a8g8()}) {
+      for (bool want_dx : {true, false}) {
+        CAPTURE(bits.name());
+        CAPTURE(want_dx);
+        L4qLinear layer(w0, {.rank = 4, .quant_bits = 4, .quant_group = 32, .bits = bits});
+        L4qLinear::Cache cache;
+        (void)layer.forward(x, cache);
+        layer.lora_b()(7, 2) = std::numeric_limits<float>::quiet_NaN();  // row 7 of W is NaN
+        Tensor<float> dx({5, 70});
+        auto check = [](const gsq::FormatError& e) {
+          CHECK(e.code() == gsq::ErrorCode::kNonFinite);
+          CHECK(std::string(e.what()).find("L4Q merged weight") != std::string::npos);
+        };
+        try {
+          layer.backward(dy, cache, want_dx ? dx.view() : gsq::MatrixView<float>());
+          FAIL("expected a FormatError");
+        } catch (const gsq::FormatError& e) {
+          check(e);
+        }
+        Tensor<float> y({5, 20});
+        try {
+          layer.forward(x, y.view());
+          FAIL("expected a FormatError");
+        } catch (const gsq::FormatError& e) {
+          check(e);
+        }
+      }
     }
   }
 
