@@ -1,4 +1,5 @@
-// Helpers for the io tests: scratch directories, raw bytes, expected IoErrors.
+// Helpers for the io tests: scratch directories, raw bytes, expected IoErrors, the tiny
+// LLaMA config of the adapter/checkpoint/export tests, config-vs-golden checks.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -14,9 +15,40 @@
 #include <unistd.h>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "gsq/core/error.hpp"
+#include "gsq/model/config.hpp"
 
 namespace gsq::test {
+
+/// The two-block LLaMA the adapter, checkpoint and export tests build (GQA, small vocab).
+inline LlamaConfig tiny_llama_config(std::int64_t max_seq_len = 16) {
+  LlamaConfig c;
+  c.dim = 32;
+  c.hidden_dim = 48;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.vocab_size = 40;
+  c.max_seq_len = max_seq_len;
+  return c;
+}
+
+/// A loaded model's config against the "config" object of its PyTorch golden file.
+inline void check_config_matches_golden(const LlamaConfig& c, const nlohmann::json& g) {
+  CHECK(c.dim == g["dim"].get<std::int64_t>());
+  CHECK(c.hidden_dim == g["hidden_dim"].get<std::int64_t>());
+  CHECK(c.n_layers == g["n_layers"].get<std::int64_t>());
+  CHECK(c.n_heads == g["n_heads"].get<std::int64_t>());
+  CHECK(c.n_kv_heads == g["n_kv_heads"].get<std::int64_t>());
+  CHECK(c.vocab_size == g["vocab_size"].get<std::int64_t>());
+  CHECK(c.max_seq_len == g["seq_len"].get<std::int64_t>());
+  CHECK(c.head_size() == g["head_size"].get<std::int64_t>());
+  CHECK(c.tied_embeddings == g["shared_classifier"].get<bool>());
+  CHECK(c.norm_eps == g["norm_eps"].get<float>());
+  CHECK(c.rope_theta == g["rope_theta"].get<float>());
+}
 
 /// A fresh directory under the system temp dir, removed with everything in it.
 class TempDir {

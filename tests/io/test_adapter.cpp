@@ -16,18 +16,6 @@
 
 namespace {
 
-gsq::LlamaConfig tiny_config() {
-  gsq::LlamaConfig c;
-  c.dim = 32;
-  c.hidden_dim = 48;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.vocab_size = 40;
-  c.max_seq_len = 16;
-  return c;
-}
-
 gsq::Llama tiny_model(gsq::ProjectionKind kind, std::vector<std::string> targets, std::uint64_t seed) {
   gsq::LlamaOptions o;
   o.adapter = kind;
@@ -39,7 +27,8 @@ gsq::Llama tiny_model(gsq::ProjectionKind kind, std::vector<std::string> targets
   o.l4q.alpha = 8.0f;
   o.l4q.quant_group = 16;
   o.l4q.seed = seed;
-  return gsq::Llama(tiny_config(), gsq::random_llama_weights(tiny_config(), 3), o);
+  const gsq::LlamaConfig c = gsq::test::tiny_llama_config();
+  return gsq::Llama(c, gsq::random_llama_weights(c, 3), o);
 }
 
 void randomize(gsq::Llama& m, std::uint64_t seed) {

@@ -19,18 +19,6 @@
 
 namespace {
 
-gsq::LlamaConfig tiny_config() {
-  gsq::LlamaConfig c;
-  c.dim = 32;
-  c.hidden_dim = 48;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.vocab_size = 40;
-  c.max_seq_len = 24;
-  return c;
-}
-
 gsq::Llama tiny_model(gsq::ProjectionKind kind) {
   gsq::LlamaOptions o = gsq::LlamaOptions::uniform(gsq::Bits::w8a8g8());
   o.adapter = kind;
@@ -40,7 +28,8 @@ gsq::Llama tiny_model(gsq::ProjectionKind kind) {
   o.l4q.alpha = 8.0f;
   o.l4q.quant_group = 16;
   o.train_norms = true;
-  return gsq::Llama(tiny_config(), gsq::random_llama_weights(tiny_config(), 3), o);
+  const gsq::LlamaConfig c = gsq::test::tiny_llama_config(24);
+  return gsq::Llama(c, gsq::random_llama_weights(c, 3), o);
 }
 
 std::vector<gsq::data::Example> examples(int n) {

@@ -20,14 +20,7 @@
 namespace {
 
 gsq::LlamaConfig tiny_config(bool tied) {
-  gsq::LlamaConfig c;
-  c.dim = 32;
-  c.hidden_dim = 48;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.vocab_size = 40;
-  c.max_seq_len = 16;
+  gsq::LlamaConfig c = gsq::test::tiny_llama_config();
   c.tied_embeddings = tied;
   return c;
 }

@@ -52,17 +52,7 @@ TEST_SUITE("io") {
     const gsq::LlamaWeights w = gsq::load_llama(*path);
     const gsq::LlamaConfig& c = w.config;
     const nlohmann::json g = nlohmann::json::parse(std::ifstream(*golden_path))["config"];
-    CHECK(c.dim == g["dim"].get<std::int64_t>());
-    CHECK(c.hidden_dim == g["hidden_dim"].get<std::int64_t>());
-    CHECK(c.n_layers == g["n_layers"].get<std::int64_t>());
-    CHECK(c.n_heads == g["n_heads"].get<std::int64_t>());
-    CHECK(c.n_kv_heads == g["n_kv_heads"].get<std::int64_t>());
-    CHECK(c.vocab_size == g["vocab_size"].get<std::int64_t>());
-    CHECK(c.max_seq_len == g["seq_len"].get<std::int64_t>());
-    CHECK(c.head_size() == g["head_size"].get<std::int64_t>());
-    CHECK(c.tied_embeddings == g["shared_classifier"].get<bool>());
-    CHECK(c.norm_eps == g["norm_eps"].get<float>());
-    CHECK(c.rope_theta == g["rope_theta"].get<float>());
+    gsq::test::check_config_matches_golden(c, g);
     CHECK(g["rope_style"] == "interleaved");
     CHECK(c.rope_style == gsq::RopeStyle::kInterleaved);
     CHECK(c.kv_dim() == 32);
