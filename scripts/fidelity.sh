@@ -11,7 +11,9 @@
 #   - LoRA, FP32 arithmetic over an NF4 base (QLoRA): isolates what the base storage costs
 #   - LoRA, W8A8G8 and W6A6G6 GSE-INT arithmetic over the NF4 base (GSQ-Tuning)
 #   - L4Q at 4 and 3 bits (group 128): one quantized merged model
-# Environment: GSQ_DATA_DIR (default ../shared/data), STEPS (600), THREADS (0 = all).
+# Environment: GSQ_DATA_DIR (default ../shared/data), STEPS (600), THREADS (0 = all),
+# RUNS (a space-separated subset of the run names below; the table shows the runs whose
+# summary.json exists in OUT_DIR, so a study can be completed in several sessions).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -33,20 +35,32 @@ run() {  # run NAME FLAGS...
   "$finetune" "${common[@]}" --out "$out/$name" "$@" >"$out/$name.log" 2>&1 ||
     { echo "fidelity: run $name failed, see $out/$name.log" >&2; tail -5 "$out/$name.log" >&2; exit 1; }
 }
+declare -A flags=(
+  [lora_fp32]="--precision fp32 --base fp32 --ptq-bits 4,3"
+  [lora_fp32_nf4]="--precision fp32 --base nf4"
+  [lora_w8a8g8]="--precision w8a8g8 --base nf4"
+  [lora_w6a6g6]="--precision w6a6g6 --base nf4"
+  [l4q_4bit]="--method l4q --precision fp32 --quant-bits 4"
+  [l4q_3bit]="--method l4q --precision fp32 --quant-bits 3"
+)
 mkdir -p "$out"
-run lora_fp32 --precision fp32 --base fp32 --ptq-bits 4,3
-run lora_fp32_nf4 --precision fp32 --base nf4
-run lora_w8a8g8 --precision w8a8g8 --base nf4
-run lora_w6a6g6 --precision w6a6g6 --base nf4
-run l4q_4bit --method l4q --precision fp32 --quant-bits 4
-run l4q_3bit --method l4q --precision fp32 --quant-bits 3
+for name in ${RUNS:-lora_fp32 lora_fp32_nf4 lora_w8a8g8 lora_w6a6g6 l4q_4bit l4q_3bit}; do
+  [ -n "${flags[$name]:-}" ] || { echo "fidelity: unknown run '$name'" >&2; exit 2; }
+  # shellcheck disable=SC2086  # the flags are words
+  run "$name" ${flags[$name]}
+done
 
 python3 - "$out" <<'EOF'
 import json, os, sys
 out = sys.argv[1]
 def summary(name):
-    with open(os.path.join(out, name, "summary.json")) as f:
+    path = os.path.join(out, name, "summary.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
         return json.load(f)
+if summary("lora_fp32") is None:
+    sys.exit("fidelity: the reference run lora_fp32 is missing")
 ref = summary("lora_fp32")["eval"]["ppl"]
 print("| run | held-out ppl | vs FP32 LoRA | peak training memory (MiB, gsq accounting) |")
 print("|---|---:|---:|---:|")
@@ -55,6 +69,8 @@ rows = [("LoRA FP32, FP32 base", "lora_fp32"), ("LoRA FP32, NF4 base", "lora_fp3
         ("L4Q 4-bit G128 (quantized model)", "l4q_4bit"), ("L4Q 3-bit G128 (quantized model)", "l4q_3bit")]
 for label, name in rows:
     s = summary(name)
+    if s is None:
+        continue
     ppl = s["eval"]["ppl"]
     print(f"| {label} | {ppl:.4f} | {ppl / ref:.4f}× | {s['peak_train_bytes'] / 2**20:.2f} |")
 for bits in (4, 3):
