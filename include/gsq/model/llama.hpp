@@ -533,8 +533,8 @@ class Llama {
   /// deliberate exception: an NF4 classifier visibly hurts the loss (stories260K,
   /// 256 tokens, W8A8G8 over an NF4 base: NLL 1.548 with an NF4 classifier, 1.509 with
   /// the FP32 one, +2.6%; GSE-INT8 stays within 0.1%), since the logits feed the
-  /// softmax directly and NF4's 16 levels per block of 64 are too coarse for them. The
-  /// copy costs vocab·dim bytes plus one exponent per group of 32.
+  /// softmax directly and NF4's 16 levels per block of 64 are too coarse for them. With
+  /// W8 the copy costs vocab·dim bytes plus one exponent per group.
   FrozenWeight make_classifier_weight(MatrixView<const float> w) const {
     return FrozenWeight::gse(w, options_.bits.weight_spec());
   }
