@@ -5,17 +5,16 @@
 // batch 4 x seq 256 tokens per iteration. Modes, both with LoRA r16 (alpha 32) on all
 // seven projections of every block:
 //   fp32    FP32 frozen weights, FP32 products everywhere (the reference path)
-//   int8    NF4 frozen weights, W8A8G8 GSE-INT products in projections, adapters and
-//           attention (GSQ-Tuning's setting)
+//   int8    NF4 frozen weights, W8A8G8 GSE-INT products in projections, adapters,
+//           attention and the frozen classifier (GSE-INT8 copy; GSQ-Tuning's setting)
 // Models: stories260K (llama2.c .bin) and tinystories-656K (HF dir) from the shared data
 // (env GSQ_DATA_DIR, else the build's GSQ_DATA_DIR; skipped when absent),
 // and random LLaMA shapes d<dim>_h<hidden>_l<layers>
-// with head size 64, no GQA, vocab 2048 (the classifier is FP32 in every mode; a 32k
-// vocabulary would make it dominate the small shapes).
+// with head size 64, no GQA, vocab 2048 (a 32k vocabulary would make the classifier
+// dominate the small shapes).
 // Counters: tokens_per_s, and peak bytes per memory category in MiB once the model is
 // built (the FP32 tensors it was built from are gone by then): peak_<category>_MiB,
-// peak_total_MiB. The machine is shared
-// while developing: compare ratios within one run.
+// peak_total_MiB. Compare ratios within one run.
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
