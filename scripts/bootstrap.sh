@@ -10,6 +10,7 @@ packages=(
   libeigen3-dev nlohmann-json3-dev                     # the library's own dependencies
   doctest-dev libbenchmark-dev libcli11-dev            # tests, benches, example drivers
   libdnnl-dev libopenblas-dev                          # benchmark baselines only
+  ocl-icd-opencl-dev                                   # Debian's dnnl-config.cmake requires OpenCL
   gnuplot-nox                                          # gsq-sweep's PNG (it writes SVG without it)
 )
 missing=()
