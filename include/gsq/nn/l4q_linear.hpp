@@ -187,14 +187,7 @@ class L4qLinear {
   /// warm-up, ds and db. Recomputes W and W_q from W0, A, B, s, b.
   void backward(MatrixView<const float> dy, Cache& cache, MatrixView<float> dx,
                 bool accumulate_dx = false) {
-    GSQ_CHECK(cache.tokens > 0, ErrorCode::kInvalidArgument,
-              "L4qLinear::backward: the cache was not filled by forward");
-    detail::check_tokens(dy, out_, "L4qLinear::backward: dy");
-    GSQ_CHECK(dy.rows() == cache.tokens, ErrorCode::kShapeMismatch,
-              "L4qLinear::backward: dy has " + std::to_string(dy.rows()) +
-                  " tokens but forward saw " + std::to_string(cache.tokens));
-    const bool want_dx = !dx.empty();
-    if (want_dx) check_shape(dx, dy.rows(), in_, "L4qLinear::backward: dx");
+    const bool want_dx = detail::check_backward_args("L4qLinear", cache.tokens, dy, out_, dx, in_);
     const std::uint64_t step = backward_calls_++;
     const bool quantized = cache.quantized;
     using detail::ScratchSlot;

@@ -182,14 +182,7 @@ class Linear {
   /// trainable. An empty dx skips the input gradient.
   void backward(MatrixView<const float> dy, Cache& cache, MatrixView<float> dx,
                 bool accumulate_dx = false) {
-    GSQ_CHECK(cache.tokens > 0, ErrorCode::kInvalidArgument,
-              "Linear::backward: the cache was not filled by forward");
-    detail::check_tokens(dy, out_, "Linear::backward: dy");
-    GSQ_CHECK(dy.rows() == cache.tokens, ErrorCode::kShapeMismatch,
-              "Linear::backward: dy has " + std::to_string(dy.rows()) +
-                  " tokens but forward saw " + std::to_string(cache.tokens));
-    const bool want_dx = !dx.empty();
-    if (want_dx) check_shape(dx, dy.rows(), in_, "Linear::backward: dx");
+    const bool want_dx = detail::check_backward_args("Linear", cache.tokens, dy, out_, dx, in_);
     const std::uint64_t step = backward_calls_++;
     if (config_.bits.is_fp32()) {
       if (trainable_) {

@@ -133,14 +133,7 @@ class LoraLinear {
   /// skips it), and accumulates the gradients of A and B.
   void backward(MatrixView<const float> dy, Cache& cache, MatrixView<float> dx,
                 bool accumulate_dx = false) {
-    GSQ_CHECK(cache.tokens > 0, ErrorCode::kInvalidArgument,
-              "LoraLinear::backward: the cache was not filled by forward");
-    detail::check_tokens(dy, out_, "LoraLinear::backward: dy");
-    GSQ_CHECK(dy.rows() == cache.tokens, ErrorCode::kShapeMismatch,
-              "LoraLinear::backward: dy has " + std::to_string(dy.rows()) +
-                  " tokens but forward saw " + std::to_string(cache.tokens));
-    const bool want_dx = !dx.empty();
-    if (want_dx) check_shape(dx, dy.rows(), in_, "LoraLinear::backward: dx");
+    const bool want_dx = detail::check_backward_args("LoraLinear", cache.tokens, dy, out_, dx, in_);
     const std::int64_t t = dy.rows(), r = config_.rank;
     const std::uint64_t step = backward_calls_++;
     MatrixView<float> dh = ensure_matrix(dh_, t, r, MemoryCategory::kScratch);
