@@ -47,6 +47,8 @@ namespace fs = std::filesystem;
 
 struct Options {
   std::string model, tokenizer, adapter, precision = "fp32", base = "auto", data, task, generate, json;
+  std::string attention_precision = "same";
+  bool fp32_classifier = false;
   int group = 32;
   std::int64_t seq_len = 256;
   std::int64_t batch = 8;
@@ -144,14 +146,17 @@ struct Measurements {
 
 gsq::Llama build_model(const driver::BaseModel& base, const std::optional<driver::AdapterSpec>& adapter,
                        const gsq::Bits& bits, gsq::WeightFormat format, const Options& o) {
-  if (!adapter) {
-    gsq::LlamaOptions lo = gsq::LlamaOptions::uniform(bits, format);
-    return gsq::Llama(base.weights.config, driver::copy_tensors(base.weights), lo);
-  }
-  driver::AdapterSpec spec = *adapter;
+  // Without an adapter, a spec with no target modules: every projection frozen.
+  driver::AdapterSpec spec = adapter.value_or(driver::AdapterSpec{});
   spec.bits = bits;
   spec.base = format;
+  spec.attention_bits = driver::parse_attention_precision(o.attention_precision, o.group);
+  spec.integer_classifier = !o.fp32_classifier;
   gsq::LlamaOptions lo = spec.options();
+  if (!adapter) {
+    lo.adapter = gsq::ProjectionKind::kFrozen;
+    return gsq::Llama(base.weights.config, driver::copy_tensors(base.weights), lo);
+  }
   lo.l4q.warmup_steps = 0;
   gsq::Llama m(base.weights.config, driver::copy_tensors(base.weights), lo);
   driver::load_adapter(o.adapter, m);
@@ -301,6 +306,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--group", o.group, "GSE-INT group size")->capture_default_str();
   app.add_option("--base", o.base, "storage of the base weights: auto, fp32, nf4 or gse")->capture_default_str();
+  driver::add_forward_ablation_flags(app, o.attention_precision, o.fp32_classifier);
   app.add_flag("--also-fp32", o.also_fp32, "repeat the measurements with an FP32 forward");
   app.add_option("--data", o.data, "perplexity on an Alpaca-style JSON (responses) or a plain-text file");
   app.add_option("--task", o.task, "multiple choice: a commonsense task name, all, or a dev.json-style file");

@@ -13,11 +13,13 @@
 #include <gsq/model/llama.hpp>
 #include <gsq/nn/bits.hpp>
 #include <gsq/nn/frozen_weight.hpp>
+#include <gsq/quant/gse.hpp>
 
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -77,6 +79,23 @@ inline gsq::Bits parse_precision(const std::string& text, int group) {
   return b;
 }
 
+/// --attention-precision: "same" (as --precision: empty) or a precision of its own.
+inline std::optional<gsq::Bits> parse_attention_precision(const std::string& text, int group) {
+  if (text == "same") return std::nullopt;
+  try {
+    return parse_precision(text, group);
+  } catch (const gsq::Error& e) {
+    config_error("--attention-precision: expected same, fp32 or w<b>a<b>g<b>; " + std::string(e.what()));
+  }
+}
+
+/// --grad-rounding: nearest (round half to even) or stochastic.
+inline gsq::Rounding parse_gradient_rounding(const std::string& text) {
+  if (text == "nearest") return gsq::Rounding::kNearestEven;
+  if (text == "stochastic") return gsq::Rounding::kStochastic;
+  config_error("--grad-rounding: expected nearest or stochastic, got '" + text + "'");
+}
+
 /// "q,k,v,o,gate,up,down" (short or PEFT names), "all", "attn" or "mlp" → PEFT names.
 inline std::vector<std::string> parse_targets(const std::string& text) {
   std::vector<std::string> out;
@@ -132,6 +151,17 @@ inline gsq::WeightFormat parse_base_format(const std::string& text, const gsq::B
   if (text == "nf4") return gsq::WeightFormat::kNf4;
   if (text == "gse") return gsq::WeightFormat::kGse;
   config_error("--base: expected auto, fp32, nf4 or gse, got '" + text + "'");
+}
+
+/// The flags that keep parts of an integer forward in FP32 (gsq-finetune, gsq-sweep and
+/// gsq-eval share them, so an adapter is evaluated with the forward it was trained with).
+inline void add_forward_ablation_flags(CLI::App& app, std::string& attention_precision, bool& fp32_classifier) {
+  app.add_option("--attention-precision", attention_precision,
+                 "integer runs: attention's score and value products: same (as --precision), fp32 or "
+                 "w<b>a<b>g<b>")
+      ->capture_default_str();
+  app.add_flag("--fp32-classifier", fp32_classifier,
+               "integer runs: keep the frozen output classifier (logits and its input gradient) in FP32");
 }
 
 /// Throws ConfigError unless `path` exists; `flag` names the flag in the message.

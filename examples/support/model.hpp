@@ -18,6 +18,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -101,9 +102,21 @@ struct AdapterSpec {
   int quant_group = 128;         // L4Q group along in
   std::int64_t l4q_warmup = 0;   // L4Q: LoRA-only steps before quantization starts
   std::uint64_t seed = 0;
+  // Ablations of the integer forward (no effect in an FP32 run): attention's score and
+  // value products in other bits than the projections (empty: the same), the frozen
+  // classifier in FP32, stochastic instead of nearest rounding of the gradients.
+  std::optional<gsq::Bits> attention_bits;
+  bool integer_classifier = true;
+  gsq::Rounding gradient_rounding = gsq::Rounding::kNearestEven;
 
   gsq::LlamaOptions options() const {
     gsq::LlamaOptions o = gsq::LlamaOptions::uniform(bits, base);
+    if (!bits.is_fp32()) {
+      if (attention_bits) o.attention_bits = *attention_bits;
+      o.integer_classifier = integer_classifier;
+      o.lora.gradient_rounding = gradient_rounding;
+      o.l4q.gradient_rounding = gradient_rounding;
+    }
     o.target_modules = targets;
     if (method == "lora") {
       o.adapter = gsq::ProjectionKind::kLora;
@@ -134,6 +147,11 @@ struct AdapterSpec {
   std::string describe() const {
     std::string s = method + " r" + std::to_string(rank) + " " + bits.name();
     if (method == "l4q") s += " int" + std::to_string(quant_bits) + "/G" + std::to_string(quant_group);
+    if (!bits.is_fp32()) {
+      if (attention_bits && *attention_bits != bits) s += ", attention " + attention_bits->name();
+      if (!integer_classifier) s += ", fp32 classifier";
+      if (gradient_rounding == gsq::Rounding::kStochastic) s += ", stochastic gradients";
+    }
     return s + " (" + std::string(gsq::weight_format_name(base)) + " base)";
   }
 };
