@@ -237,12 +237,14 @@ class L4qLinear {
     const QuantizeOptions qdy = detail::gradient_options(config_.gradient_rounding, config_.seed,
                                                          step, 1, "L4Q output gradient dY");
     if (want_dx) {
-      detail::quantize_into(dy_q_, dy, gspec, false, qdy);
-      gemm::gemm_nt(dy_q_, gemm::BOperand::gse(wq_t), dx, {1.0f, accumulate_dx});
+      GseMatrix& dy_q = detail::shared_gse(ScratchSlot::kGradient, dy.rows(), out_, gspec);
+      quantize_gse(dy, false, dy_q, qdy);
+      gemm::gemm_nt(dy_q, gemm::BOperand::gse(wq_t), dx, {1.0f, accumulate_dx});
     }
     // dŴ = dYᵀ·X (k = tokens), then dW = mask ⊙ dŴ in place.
-    detail::quantize_into(dy_qt_, dy, gspec, true, qdy);
-    gemm::gemm_nt(dy_qt_, gemm::BOperand::gse_transposed(cache.x_q, bits.activation_spec()), work);
+    GseMatrix& dy_qt = detail::shared_gse(ScratchSlot::kGradientT, out_, dy.rows(), gspec);
+    quantize_gse(dy, true, dy_qt, qdy);
+    gemm::gemm_nt(dy_qt, gemm::BOperand::gse_transposed(cache.x_q, bits.activation_spec()), work);
     if (quantized) lsq_backward(w, work);
     // dB += c·dW·Aᵀ (k = in) and dA += c·Bᵀ·dW (k = out, dWᵀ regrouped from dWq).
     GseMatrix& dwq = detail::shared_gse(ScratchSlot::kWeight, out_, in_, gspec);
@@ -410,8 +412,9 @@ class L4qLinear {
   bool quantizing_ = false;
   std::int64_t training_steps_ = 0;
   std::uint64_t backward_calls_ = 0;
-  // Reused activation- and adapter-sized scratch (kScratch).
-  GseMatrix dy_q_, dy_qt_, a_q_, b_qt_;
+  // The adapters quantized for the GEMMs (kScratch); the gradient-sized temporaries are
+  // the thread's shared scratch (nn/scratch.hpp).
+  GseMatrix a_q_, b_qt_;
 };
 
 GSQ_NAMESPACE_END

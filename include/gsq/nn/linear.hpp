@@ -30,6 +30,7 @@
 #include "gsq/nn/frozen_weight.hpp"
 #include "gsq/nn/parameter.hpp"
 #include "gsq/nn/qcd.hpp"
+#include "gsq/nn/scratch.hpp"
 #include "gsq/nn/workspace.hpp"
 #include "gsq/quant/gse.hpp"
 
@@ -160,10 +161,10 @@ class Linear {
       }
       return;
     }
-    GseMatrix& xq = trainable_ ? cache.x_q : x_scratch_;
-    detail::quantize_into(xq, x, config_.bits.activation_spec(), false,
-                          detail::nearest_options("Linear input X"),
-                          trainable_ ? MemoryCategory::kActivations : MemoryCategory::kScratch);
+    const GseSpec aspec = config_.bits.activation_spec();
+    GseMatrix& xq = trainable_ ? ensure_gse(cache.x_q, x.rows(), in_, aspec, MemoryCategory::kActivations)
+                               : detail::shared_gse(detail::ScratchSlot::kActivation, x.rows(), in_, aspec);
+    quantize_gse(x, false, xq, detail::nearest_options("Linear input X"));
     if (trainable_) {
       detail::quantize_into(w_q_, weight_, config_.bits.weight_spec(), false,
                             detail::nearest_options("Linear weight W"));
@@ -196,19 +197,22 @@ class Linear {
     const GseSpec gspec = config_.bits.gradient_spec();
     const QuantizeOptions qdy = detail::gradient_options(config_.gradient_rounding, config_.seed,
                                                          step, 1, "Linear output gradient dY");
+    using detail::ScratchSlot;
     if (want_dx) {
-      detail::quantize_into(dy_q_, dy, gspec, false, qdy);
+      GseMatrix& dy_q = detail::shared_gse(ScratchSlot::kGradient, dy.rows(), out_, gspec);
+      quantize_gse(dy, false, dy_q, qdy);
       if (trainable_) {
         detail::quantize_into(w_qt_, weight_, config_.bits.weight_spec(), true,
                               detail::nearest_options("Linear weight W"));
-        gemm::gemm_nt(dy_q_, gemm::BOperand::gse(w_qt_), dx, {1.0f, accumulate_dx});
+        gemm::gemm_nt(dy_q, gemm::BOperand::gse(w_qt_), dx, {1.0f, accumulate_dx});
       } else {
-        base_.backward(dy_q_, dx, accumulate_dx);
+        base_.backward(dy_q, dx, accumulate_dx);
       }
     }
     if (trainable_) {
-      detail::quantize_into(dy_qt_, dy, gspec, true, qdy);
-      gemm::gemm_nt(dy_qt_,
+      GseMatrix& dy_qt = detail::shared_gse(ScratchSlot::kGradientT, out_, dy.rows(), gspec);
+      quantize_gse(dy, true, dy_qt, qdy);
+      gemm::gemm_nt(dy_qt,
                     gemm::BOperand::gse_transposed(cache.x_q, config_.bits.activation_spec()),
                     weight_grad_, {1.0f, true});
     }
@@ -242,9 +246,9 @@ class Linear {
   bool trainable_ = false;
   std::int64_t out_ = 0, in_ = 0;
   std::uint64_t backward_calls_ = 0;
-  // Reused scratch (kScratch): quantized W (both orientations), dY (both), and X of a
-  // frozen layer.
-  GseMatrix w_q_, w_qt_, dy_q_, dy_qt_, x_scratch_;
+  // A trainable weight quantized in both orientations (kScratch); X of a frozen layer and
+  // dY are the thread's shared scratch (nn/scratch.hpp).
+  GseMatrix w_q_, w_qt_;
 };
 
 GSQ_NAMESPACE_END

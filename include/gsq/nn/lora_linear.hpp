@@ -136,7 +136,8 @@ class LoraLinear {
     const bool want_dx = detail::check_backward_args("LoraLinear", cache.tokens, dy, out_, dx, in_);
     const std::int64_t t = dy.rows(), r = config_.rank;
     const std::uint64_t step = backward_calls_++;
-    MatrixView<float> dh = ensure_matrix(dh_, t, r, MemoryCategory::kScratch);
+    using detail::ScratchSlot;
+    MatrixView<float> dh = detail::shared_scratch(ScratchSlot::kAdapterGradient, t, r);
 
     if (config_.bits.is_fp32()) {
       gemm::gemm_f32(dy, false, b_, false, dh, {scale(), false});
@@ -156,22 +157,26 @@ class LoraLinear {
     const QuantizeOptions qdh = detail::gradient_options(config_.gradient_rounding, config_.seed,
                                                          step, 2, "LoRA hidden gradient dH");
     // dH = s·dY·B (k = out), and dX = dY·W0 from the same quantized dY.
-    detail::quantize_into(dy_q_, dy, gspec, false, qdy);
+    GseMatrix& dy_q = detail::shared_gse(ScratchSlot::kGradient, t, out_, gspec);
+    quantize_gse(dy, false, dy_q, qdy);
     detail::quantize_into(b_qt_, b_, wspec, true, detail::nearest_options("LoRA B"));
-    gemm::gemm_nt(dy_q_, gemm::BOperand::gse(b_qt_), dh, {scale(), false});
-    if (want_dx) base_.backward(dy_q_, dx, accumulate_dx);
+    gemm::gemm_nt(dy_q, gemm::BOperand::gse(b_qt_), dh, {scale(), false});
+    if (want_dx) base_.backward(dy_q, dx, accumulate_dx);
     // dX += dH·A (k = rank).
-    detail::quantize_into(dh_q_, dh, gspec, false, qdh);
+    GseMatrix& dh_q = detail::shared_gse(ScratchSlot::kAdapterGradient, t, r, gspec);
+    quantize_gse(dh, false, dh_q, qdh);
     if (want_dx) {
       detail::quantize_into(a_qt_, a_, wspec, true, detail::nearest_options("LoRA A"));
-      gemm::gemm_nt(dh_q_, gemm::BOperand::gse(a_qt_), dx, {1.0f, true});
+      gemm::gemm_nt(dh_q, gemm::BOperand::gse(a_qt_), dx, {1.0f, true});
     }
     // dA += dHᵀ·X and dB += s·dYᵀ·H (k = tokens; Xᵀ, Hᵀ regrouped from the cache).
-    detail::quantize_into(dh_qt_, dh, gspec, true, qdh);
-    gemm::gemm_nt(dh_qt_, gemm::BOperand::gse_transposed(cache.x_q, bits.activation_spec()),
+    GseMatrix& dh_qt = detail::shared_gse(ScratchSlot::kAdapterGradientT, r, t, gspec);
+    quantize_gse(dh, true, dh_qt, qdh);
+    gemm::gemm_nt(dh_qt, gemm::BOperand::gse_transposed(cache.x_q, bits.activation_spec()),
                   a_grad_, {1.0f, true});
-    detail::quantize_into(dy_qt_, dy, gspec, true, qdy);
-    gemm::gemm_nt(dy_qt_, gemm::BOperand::gse_transposed(cache.h_q, bits.activation_spec()),
+    GseMatrix& dy_qt = detail::shared_gse(ScratchSlot::kGradientT, out_, t, gspec);
+    quantize_gse(dy, true, dy_qt, qdy);
+    gemm::gemm_nt(dy_qt, gemm::BOperand::gse_transposed(cache.h_q, bits.activation_spec()),
                   b_grad_, {scale(), true});
   }
   Tensor<float> backward(MatrixView<const float> dy, Cache& cache) {
@@ -203,10 +208,11 @@ class LoraLinear {
     check_shape(y, x.rows(), out_, "LoraLinear::forward: y");
     const std::int64_t t = x.rows(), r = config_.rank;
     if (cache != nullptr) cache->tokens = t;
+    using detail::ScratchSlot;
     if (config_.bits.is_fp32()) {
       MatrixView<float> h = cache != nullptr
                                 ? ensure_matrix(cache->h, t, r, MemoryCategory::kActivations)
-                                : ensure_matrix(h_, t, r, MemoryCategory::kScratch);
+                                : detail::shared_scratch(ScratchSlot::kAdapter, t, r);
       if (cache != nullptr) {
         MatrixView<float> xc = ensure_matrix(cache->x, t, in_, MemoryCategory::kActivations);
         for (std::int64_t i = 0; i < t; ++i) std::copy(x.row(i), x.row(i) + in_, xc.row(i));
@@ -217,7 +223,6 @@ class LoraLinear {
       return;
     }
     const Bits& bits = config_.bits;
-    using detail::ScratchSlot;
     GseMatrix& xq =
         cache != nullptr
             ? ensure_gse(cache->x_q, t, in_, bits.activation_spec(), MemoryCategory::kActivations)
@@ -230,7 +235,7 @@ class LoraLinear {
     base_.forward(xq, y, false);
     detail::quantize_into(a_q_, a_, bits.weight_spec(), false,
                           detail::nearest_options("LoRA A"));
-    MatrixView<float> h = ensure_matrix(h_, t, r, MemoryCategory::kScratch);
+    MatrixView<float> h = detail::shared_scratch(ScratchSlot::kAdapter, t, r);
     gemm::gemm_nt(xq, gemm::BOperand::gse(a_q_), h);
     quantize_gse(h, false, hq, detail::nearest_options("LoRA hidden H = X·Aᵀ"));
     detail::quantize_into(b_q_, b_, bits.weight_spec(), false,
@@ -243,9 +248,9 @@ class LoraLinear {
   std::int64_t out_ = 0, in_ = 0;
   Tensor<float> a_, b_, a_grad_, b_grad_;
   std::uint64_t backward_calls_ = 0;
-  // Reused scratch (kScratch).
-  Tensor<float> h_, dh_;
-  GseMatrix a_q_, b_q_, a_qt_, b_qt_, dy_q_, dy_qt_, dh_q_, dh_qt_;
+  // The adapters quantized for the GEMMs (kScratch, adapter-sized); the activation- and
+  // gradient-sized temporaries are the thread's shared scratch (nn/scratch.hpp).
+  GseMatrix a_q_, b_q_, a_qt_, b_qt_;
 };
 
 GSQ_NAMESPACE_END

@@ -1,9 +1,11 @@
 // gsq/nn/scratch.hpp — scratch buffers shared by all layers of a thread.
 //
 // Some layer work needs weight-sized temporaries (L4Q's merged and quantized weight,
-// [out, in]) or activation-sized ones for a forward without a cache. Owning them per
-// layer would multiply them by the number of layers in a model, although layers run one
-// after another. So they live here, once per thread: FP32 slots grow to the largest
+// [out, in]), activation-sized ones for a forward without a cache, or gradient-sized
+// ones that live for one backward call (dY and dH quantized in both orientations).
+// Owning them per layer would multiply them by the number of layers in a model (on
+// stories260K that made integer training's scratch twice FP32's), although layers run
+// one after another. So they live here, once per thread: FP32 slots grow to the largest
 // request and are then reused (page faults are slow on the target machines), GSE-INT
 // slots are kept per (slot, shape, format), a handful in any model. Everything is
 // counted under MemoryCategory::kScratch. Contents are unspecified on return; a view is
@@ -27,7 +29,11 @@ enum class ScratchSlot : int {
   kWeightWork,   // its quantized form, then its gradient [out, in]
   kBlock,        // a block of weight rows
   kActivation,   // an activation-sized temporary
-  kAdapter,      // an adapter-sized temporary (e.g. a re-strided LoRA A)
+  kAdapter,      // an adapter-sized temporary (e.g. a re-strided LoRA A, H = X·Aᵀ)
+  kGradient,     // an output gradient dY [tokens, out], grouped along out
+  kGradientT,    // the same, transposed: [out, tokens], grouped along tokens
+  kAdapterGradient,   // a LoRA hidden gradient dH [tokens, rank]
+  kAdapterGradientT,  // its transpose [rank, tokens]
   kCount
 };
 
