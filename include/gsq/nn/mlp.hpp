@@ -23,6 +23,7 @@
 #include "gsq/core/parallel.hpp"
 #include "gsq/core/tensor.hpp"
 #include "gsq/nn/parameter.hpp"
+#include "gsq/nn/scratch.hpp"
 #include "gsq/nn/workspace.hpp"
 
 GSQ_NAMESPACE_BEGIN
@@ -82,16 +83,20 @@ class SwiGluMlp {
     const std::int64_t n = x.rows();
     check_shape(x, n, dim(), "SwiGluMlp::forward input");
     check_shape(y, n, dim(), "SwiGluMlp::forward output");
-    // Without a cache (evaluation), the layer's own reused one holds the temporaries.
+    // Without a cache (evaluation), g and u are the thread's shared scratch and the
+    // projections' caches the layer's own (they hold nothing a cache-free call keeps).
+    using detail::ScratchSlot;
     Cache& caches = cache != nullptr ? *cache : eval_;
-    const MemoryCategory kind =
-        cache != nullptr ? MemoryCategory::kActivations : MemoryCategory::kScratch;
-    MatrixView<float> g = ensure_matrix(caches.g, n, hidden_dim(), kind);
-    MatrixView<float> u = ensure_matrix(caches.u, n, hidden_dim(), kind);
-    MatrixView<float> a = ensure_matrix(a_, n, hidden_dim(), MemoryCategory::kScratch);
+    const std::int64_t h = hidden_dim();
+    MatrixView<float> g = cache != nullptr
+                              ? ensure_matrix(cache->g, n, h, MemoryCategory::kActivations)
+                              : detail::shared_scratch(ScratchSlot::kHiddenGate, n, h);
+    MatrixView<float> u = cache != nullptr
+                              ? ensure_matrix(cache->u, n, h, MemoryCategory::kActivations)
+                              : detail::shared_scratch(ScratchSlot::kHiddenUp, n, h);
+    MatrixView<float> a = detail::shared_scratch(ScratchSlot::kHidden, n, h);
     gate_.forward(x, g, caches.gate);
     up_.forward(x, u, caches.up);
-    const std::int64_t h = hidden_dim();
     parallel_for(n, [&](std::int64_t t) {
       const float* gr = g.row(t);
       const float* ur = u.row(t);
@@ -109,8 +114,9 @@ class SwiGluMlp {
     const std::int64_t h = hidden_dim();
     check_shape(dy, n, dim(), "SwiGluMlp::backward dy");
     check_shape(dx, n, dim(), "SwiGluMlp::backward dx");
-    MatrixView<float> dg = ensure_matrix(a_, n, h, MemoryCategory::kScratch);
-    MatrixView<float> du = ensure_matrix(du_, n, h, MemoryCategory::kScratch);
+    using detail::ScratchSlot;
+    MatrixView<float> dg = detail::shared_scratch(ScratchSlot::kHidden, n, h);
+    MatrixView<float> du = detail::shared_scratch(ScratchSlot::kHiddenUp, n, h);
     down_.backward(dy, cache.down, du, /*accumulate_dx=*/false);  // da, turned into du in place below
     const float* g = cache.g.data();
     const float* u = cache.u.data();
@@ -139,10 +145,6 @@ class SwiGluMlp {
     return out;
   }
 
-  /// Bytes of scratch kept between calls.
-  std::int64_t scratch_bytes() const noexcept {
-    return eval_.g.bytes() + eval_.u.bytes() + a_.bytes() + du_.bytes();
-  }
 
  private:
   static std::string shape(const Linear& l) {
@@ -152,11 +154,10 @@ class SwiGluMlp {
   Linear gate_;
   Linear up_;
   Linear down_;
-  // Reused scratch: the caches of a forward without one (evaluation), the down input a
-  // (forward) or dg (backward), and du.
+  // The projections' caches for a forward without one (evaluation). The [tokens, hidden]
+  // temporaries (g and u without a cache, the down input a or dg, du) are the thread's
+  // shared scratch (nn/scratch.hpp): one set for all blocks of a model.
   Cache eval_;
-  Tensor<float> a_;
-  Tensor<float> du_;
 };
 
 GSQ_NAMESPACE_END

@@ -34,6 +34,9 @@ enum class ScratchSlot : int {
   kGradientT,    // the same, transposed: [out, tokens], grouped along tokens
   kAdapterGradient,   // a LoRA hidden gradient dH [tokens, rank]
   kAdapterGradientT,  // its transpose [rank, tokens]
+  kHidden,       // the MLP's down input a = silu(g)·u, or dg in backward [tokens, hidden]
+  kHiddenGate,   // g = gate(x) of a forward without a cache
+  kHiddenUp,     // u = up(x) of a forward without a cache, or du in backward
   kCount
 };
 
