@@ -47,8 +47,8 @@ namespace fs = std::filesystem;
 
 struct Options {
   std::string model, tokenizer, adapter, precision = "fp32", base = "auto", data, task, generate, json;
-  std::string attention_precision = "same";
-  bool fp32_classifier = false;
+  std::string attention_precision = "fp32";
+  bool int_classifier = false;
   int group = 32;
   std::int64_t seq_len = 256;
   std::int64_t batch = 8;
@@ -151,7 +151,7 @@ gsq::Llama build_model(const driver::BaseModel& base, const std::optional<driver
   spec.bits = bits;
   spec.base = format;
   spec.attention_bits = driver::parse_attention_precision(o.attention_precision, o.group);
-  spec.integer_classifier = !o.fp32_classifier;
+  spec.integer_classifier = o.int_classifier;
   gsq::LlamaOptions lo = spec.options();
   if (!adapter) {
     lo.adapter = gsq::ProjectionKind::kFrozen;
@@ -306,7 +306,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--group", o.group, "GSE-INT group size")->capture_default_str();
   app.add_option("--base", o.base, "storage of the base weights: auto, fp32, nf4 or gse")->capture_default_str();
-  driver::add_forward_ablation_flags(app, o.attention_precision, o.fp32_classifier);
+  driver::add_integer_scope_flags(app, o.attention_precision, o.int_classifier);
   app.add_flag("--also-fp32", o.also_fp32, "repeat the measurements with an FP32 forward");
   app.add_option("--data", o.data, "perplexity on an Alpaca-style JSON (responses) or a plain-text file");
   app.add_option("--task", o.task, "multiple choice: a commonsense task name, all, or a dev.json-style file");

@@ -153,15 +153,16 @@ inline gsq::WeightFormat parse_base_format(const std::string& text, const gsq::B
   config_error("--base: expected auto, fp32, nf4 or gse, got '" + text + "'");
 }
 
-/// The flags that keep parts of an integer forward in FP32 (gsq-finetune, gsq-sweep and
-/// gsq-eval share them, so an adapter is evaluated with the forward it was trained with).
-inline void add_forward_ablation_flags(CLI::App& app, std::string& attention_precision, bool& fp32_classifier) {
+/// The flags that widen an integer run beyond the linear layers (gsq-finetune, gsq-sweep
+/// and gsq-eval share them, so an adapter is evaluated with the forward it was trained with).
+inline void add_integer_scope_flags(CLI::App& app, std::string& attention_precision, bool& int_classifier) {
   app.add_option("--attention-precision", attention_precision,
-                 "integer runs: attention's score and value products: same (as --precision), fp32 or "
+                 "integer runs: attention's score and value products: fp32, same (as --precision) or "
                  "w<b>a<b>g<b>")
       ->capture_default_str();
-  app.add_flag("--fp32-classifier", fp32_classifier,
-               "integer runs: keep the frozen output classifier (logits and its input gradient) in FP32");
+  app.add_flag("--int-classifier", int_classifier,
+               "integer runs: the frozen output classifier (logits and their input gradient) in GSE-INT "
+               "too (faster on small models, costs perplexity)");
 }
 
 /// Throws ConfigError unless `path` exists; `flag` names the flag in the message.

@@ -51,8 +51,8 @@ struct FinetuneSettings {
   int quant_bits = 4;
   int quant_group = 128;
   std::int64_t l4q_warmup = 0;
-  std::string attention_precision = "same";
-  bool fp32_classifier = false;
+  std::string attention_precision = "fp32";
+  bool int_classifier = false;
   std::string grad_rounding = "nearest";
   std::int64_t steps = 600;
   std::int64_t batch = 8;
@@ -89,7 +89,7 @@ struct FinetuneSettings {
     a.l4q_warmup = l4q_warmup;
     a.seed = seed;
     a.attention_bits = parse_attention_precision(attention_precision, group);
-    a.integer_classifier = !fp32_classifier;
+    a.integer_classifier = int_classifier;
     a.gradient_rounding = parse_gradient_rounding(grad_rounding);
     (void)a.options();  // validates method, rank, alpha, L4Q settings
     return a;
@@ -129,7 +129,7 @@ struct FinetuneSettings {
             {"base", base},          {"targets", targets},       {"group", group},
             {"rank", rank},          {"alpha", alpha},           {"quant_bits", quant_bits},
             {"quant_group", quant_group}, {"l4q_warmup", l4q_warmup},
-            {"attention_precision", attention_precision}, {"fp32_classifier", fp32_classifier},
+            {"attention_precision", attention_precision}, {"int_classifier", int_classifier},
             {"grad_rounding", grad_rounding}, {"steps", steps},
             {"batch", batch},        {"seq_len", seq_len},       {"lr", lr},
             {"warmup", warmup_steps()}, {"min_lr", min_lr},      {"weight_decay", weight_decay},
@@ -168,7 +168,7 @@ inline void add_adapter_flags(CLI::App& app, FinetuneSettings& s, bool with_prec
   app.add_option("--quant-group", s.quant_group, "L4Q: weights per step/offset pair")->capture_default_str();
   app.add_option("--l4q-warmup", s.l4q_warmup, "L4Q: LoRA-only steps before quantization starts")
       ->capture_default_str();
-  add_forward_ablation_flags(app, s.attention_precision, s.fp32_classifier);
+  add_integer_scope_flags(app, s.attention_precision, s.int_classifier);
   app.add_option("--grad-rounding", s.grad_rounding,
                  "integer runs: rounding of the quantized gradients dY, dH: nearest (half to even) or "
                  "stochastic (unbiased; Philox keyed by seed, step and tensor)")
