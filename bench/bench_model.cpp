@@ -2,11 +2,14 @@
 //
 // Names: <what>/<model>/<mode>, what = forward (no cache, logits for every token) or
 // train_step (forward with cache, masked cross-entropy, backward, AdamW, zero_grad),
-// batch 4 x seq 256 tokens per iteration. Modes, both with LoRA r16 (alpha 32) on all
+// batch 4 x seq 256 tokens per iteration. Modes, all with LoRA r16 (alpha 32) on all
 // seven projections of every block:
-//   fp32    FP32 frozen weights, FP32 products everywhere (the reference path)
-//   int8    NF4 frozen weights, W8A8G8 GSE-INT products in projections, adapters,
-//           attention and the frozen classifier (GSE-INT8 copy; GSQ-Tuning's setting)
+//   fp32         FP32 frozen weights, FP32 products everywhere (the reference path)
+//   int8_linear  NF4 frozen weights, W8A8G8 GSE-INT products in the projections and
+//                adapters; attention and the classifier FP32 (GSQ-Tuning's scope and the
+//                drivers' default)
+//   int8         the same plus attention's products and the frozen classifier (a GSE-INT8
+//                copy) in W8A8G8: every product integer
 // Models: stories260K (llama2.c .bin) and tinystories-656K (HF dir) from the shared data
 // (env GSQ_DATA_DIR, else the build's GSQ_DATA_DIR; skipped when absent),
 // and random LLaMA shapes d<dim>_h<hidden>_l<layers>
@@ -66,10 +69,25 @@ std::vector<ModelSpec> model_specs() {
           {"d2048_h5632_l1", "", random_shape(2048, 5632, 32, 1)}};
 }
 
-gsq::LlamaOptions mode_options(bool integer) {
-  gsq::LlamaOptions o = integer ? gsq::LlamaOptions::uniform(gsq::Bits::w8a8g8(),
-                                                             gsq::WeightFormat::kNf4)
-                                : gsq::LlamaOptions::uniform(gsq::Bits::fp32());
+enum class Mode { kFp32, kInt8Linear, kInt8 };
+
+const char* mode_name(Mode m) {
+  switch (m) {
+    case Mode::kFp32: return "fp32";
+    case Mode::kInt8Linear: return "int8_linear";
+    case Mode::kInt8: return "int8";
+  }
+  return "?";
+}
+
+gsq::LlamaOptions mode_options(Mode mode) {
+  gsq::LlamaOptions o = mode == Mode::kFp32
+                            ? gsq::LlamaOptions::uniform(gsq::Bits::fp32())
+                            : gsq::LlamaOptions::uniform(gsq::Bits::w8a8g8(), gsq::WeightFormat::kNf4);
+  if (mode == Mode::kInt8Linear) {
+    o.attention_bits = gsq::Bits::fp32();
+    o.integer_classifier = false;
+  }
   o.adapter = gsq::ProjectionKind::kLora;
   o.lora.rank = 16;
   o.lora.alpha = 32.0f;
@@ -82,16 +100,16 @@ std::filesystem::path data_dir() {
 }
 
 /// The model, or nullopt (with the reason in `skip`) when its checkpoint is unavailable.
-std::optional<gsq::Llama> build(const ModelSpec& spec, bool integer, std::string& skip) {
+std::optional<gsq::Llama> build(const ModelSpec& spec, Mode mode, std::string& skip) {
   if (spec.checkpoint.empty())
-    return gsq::Llama(spec.config, gsq::random_llama_weights(spec.config, 1), mode_options(integer));
+    return gsq::Llama(spec.config, gsq::random_llama_weights(spec.config, 1), mode_options(mode));
   const std::filesystem::path path = data_dir() / spec.checkpoint;
   if (!std::filesystem::exists(path)) {
     skip = "shared asset " + path.string() + " is absent";
     return std::nullopt;
   }
   gsq::LlamaWeights w = gsq::load_llama(path);
-  return gsq::Llama(w.config, std::move(w.tensors), mode_options(integer));
+  return gsq::Llama(w.config, std::move(w.tensors), mode_options(mode));
 }
 
 std::vector<std::int32_t> random_ids(std::int64_t n, std::int64_t vocab) {
@@ -112,9 +130,9 @@ void report_memory(benchmark::State& state) {
   state.counters["peak_total_MiB"] = static_cast<double>(u.total_peak) * kMiB;
 }
 
-void bench_forward(benchmark::State& state, const ModelSpec& spec, bool integer) {
+void bench_forward(benchmark::State& state, const ModelSpec& spec, Mode mode) {
   std::string skip;
-  std::optional<gsq::Llama> model = build(spec, integer, skip);
+  std::optional<gsq::Llama> model = build(spec, mode, skip);
   if (!model) {
     state.SkipWithError(skip.c_str());
     return;
@@ -133,9 +151,9 @@ void bench_forward(benchmark::State& state, const ModelSpec& spec, bool integer)
   report_memory(state);
 }
 
-void bench_train_step(benchmark::State& state, const ModelSpec& spec, bool integer) {
+void bench_train_step(benchmark::State& state, const ModelSpec& spec, Mode mode) {
   std::string skip;
-  std::optional<gsq::Llama> model = build(spec, integer, skip);
+  std::optional<gsq::Llama> model = build(spec, mode, skip);
   if (!model) {
     state.SkipWithError(skip.c_str());
     return;
@@ -168,14 +186,14 @@ void bench_train_step(benchmark::State& state, const ModelSpec& spec, bool integ
 const bool kRegistered = [] {
   static const std::vector<ModelSpec> specs = model_specs();
   for (const ModelSpec& spec : specs) {
-    for (bool integer : {false, true}) {
-      const std::string mode = integer ? "int8" : "fp32";
-      benchmark::RegisterBenchmark(("forward/" + spec.name + "/" + mode).c_str(),
-                                   [&spec, integer](benchmark::State& s) { bench_forward(s, spec, integer); })
+    for (Mode mode : {Mode::kFp32, Mode::kInt8Linear, Mode::kInt8}) {
+      const std::string suffix = spec.name + "/" + mode_name(mode);
+      benchmark::RegisterBenchmark(("forward/" + suffix).c_str(),
+                                   [&spec, mode](benchmark::State& s) { bench_forward(s, spec, mode); })
           ->Unit(benchmark::kMillisecond)
           ->UseRealTime();
-      benchmark::RegisterBenchmark(("train_step/" + spec.name + "/" + mode).c_str(),
-                                   [&spec, integer](benchmark::State& s) { bench_train_step(s, spec, integer); })
+      benchmark::RegisterBenchmark(("train_step/" + suffix).c_str(),
+                                   [&spec, mode](benchmark::State& s) { bench_train_step(s, spec, mode); })
           ->Unit(benchmark::kMillisecond)
           ->UseRealTime();
     }

@@ -8,7 +8,7 @@ stories260K (llama2.c .bin) and tinystories-656K (Hugging Face) from the shared 
 the random LLaMA shapes d512_h1408_l4, d1024_h2816_l2, d2048_h5632_l1 (head size 64, vocab
 2048). Then (unless --no-gsq) runs bench_model's train_step benchmarks and prints a table:
 
-    model            gsq fp32   gsq int8   torch fp32   torch bf16    (tokens/s, peak MiB)
+    model   gsq fp32   gsq int8_linear   gsq int8   torch fp32   torch bf16   (tokens/s, peak MiB)
 
 Memory: gsq reports its own accounting (every buffer it allocates, by category); PyTorch
 has no CPU allocator statistics, so its number is the growth of the process's peak
@@ -327,16 +327,18 @@ def main():
                 continue
             r = json.loads(out.stdout.strip().splitlines()[-1])
             torch_res[mode] = (r["tokens_per_s"], r["peak_mib"])
-        rows.append((name, gsq.get((name, "fp32")), gsq.get((name, "int8")), torch_res["fp32"], torch_res["bf16"]))
+        rows.append((name, gsq.get((name, "fp32")), gsq.get((name, "int8_linear")), gsq.get((name, "int8")),
+                     torch_res["fp32"], torch_res["bf16"]))
 
     def cell(v):
         return f"{v[0]:9.0f} {v[1]:8.1f}" if v else f"{'-':>9} {'-':>8}"
 
     print()
-    print(f"{'':16} {'gsq fp32':>18} {'gsq int8 (W8A8G8)':>18} {'torch fp32':>18} {'torch bf16':>18}")
-    print(f"{'model':16}" + f" {'tok/s':>9} {'peak MiB':>8}" * 4)
-    for name, gf, gi, tf, tb in rows:
-        print(f"{name:16} {cell(gf)} {cell(gi)} {cell(tf)} {cell(tb)}")
+    print(f"{'':16} {'gsq fp32':>18} {'gsq int8_linear':>18} {'gsq int8 (all)':>18} {'torch fp32':>18} "
+          f"{'torch bf16':>18}")
+    print(f"{'model':16}" + f" {'tok/s':>9} {'peak MiB':>8}" * 5)
+    for name, gf, gl, gi, tf, tb in rows:
+        print(f"{name:16} {cell(gf)} {cell(gl)} {cell(gi)} {cell(tf)} {cell(tb)}")
     print("\npeak MiB: gsq = its own accounting (all buffers); torch = growth of peak RSS during the run")
     return 0
 

@@ -4,8 +4,9 @@
     ./build/bench/bench_model --benchmark_min_time=0.5 --benchmark_format=json > model.json
     python3 bench/model_table.py model.json
 
-Tokens/s of the forward and of the training step, FP32 against integer (NF4 base, W8A8G8)
-from the same run, and the training step's peak memory by category.
+Tokens/s of the forward and of the training step, FP32 against integer (NF4 base, W8A8G8:
+int8_linear in the projections and adapters, int8 in every product) from the same run,
+with the ratio to FP32, and the training step's peak memory by category.
 """
 
 import json
@@ -23,25 +24,27 @@ def main():
             continue
         what, model, mode = b["run_name"].split("/")[:3]
         rows.setdefault(model, {})[(what, mode)] = b
-    print("| model | forward fp32 | forward int8 | ratio | train step fp32 | train step int8 | ratio | "
-          "peak MiB fp32 | peak MiB int8 | fp32 / int8 |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    modes = ("fp32", "int8_linear", "int8")
+    print("| model | forward fp32 | forward int8_linear | forward int8 | train step fp32 | train step int8_linear "
+          "| train step int8 | peak MiB fp32 | peak MiB int8_linear | peak MiB int8 |")
+    print("|---|" + "---:|" * 9)
     for model, r in rows.items():
         try:
-            f32, f8 = r[("forward", "fp32")]["tokens_per_s"], r[("forward", "int8")]["tokens_per_s"]
-            t32, t8 = r[("train_step", "fp32")], r[("train_step", "int8")]
+            fwd = [r[("forward", m)]["tokens_per_s"] for m in modes]
+            step = [r[("train_step", m)] for m in modes]
         except KeyError as e:
             print(f"| {model} | missing {e} |")
             continue
-        ts32, ts8 = t32["tokens_per_s"], t8["tokens_per_s"]
-        p32, p8 = t32["peak_total_MiB"], t8["peak_total_MiB"]
-        print(f"| {model} | {f32:,.0f} | {f8:,.0f} | {f8 / f32:.2f}× | {ts32:,.0f} | {ts8:,.0f} | "
-              f"{ts8 / ts32:.2f}× | {p32:.1f} | {p8:.1f} | {p32 / p8:.2f}× |")
+        ts = [b["tokens_per_s"] for b in step]
+        peak = [b["peak_total_MiB"] for b in step]
+        print(f"| {model} | {fwd[0]:,.0f} | {fwd[1]:,.0f} ({fwd[1] / fwd[0]:.2f}×) | {fwd[2]:,.0f} ({fwd[2] / fwd[0]:.2f}×) "
+              f"| {ts[0]:,.0f} | {ts[1]:,.0f} ({ts[1] / ts[0]:.2f}×) | {ts[2]:,.0f} ({ts[2] / ts[0]:.2f}×) "
+              f"| {peak[0]:.1f} | {peak[1]:.1f} | {peak[2]:.1f} |")
     print("\nTraining step, peak MiB by category:\n")
     print("| model | mode | " + " | ".join(CATEGORIES) + " | total |")
     print("|---|---|" + "---:|" * (len(CATEGORIES) + 1))
     for model, r in rows.items():
-        for mode in ("fp32", "int8"):
+        for mode in modes:
             b = r.get(("train_step", mode))
             if b:
                 cells = " | ".join(f"{b['peak_' + c + '_MiB']:.2f}" for c in CATEGORIES)
