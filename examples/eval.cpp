@@ -30,7 +30,6 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <optional>
 #include <string>
 #include <vector>
@@ -38,6 +37,7 @@
 #include "support/artifacts.hpp"
 #include "support/cli.hpp"
 #include "support/data.hpp"
+#include "support/files.hpp"
 #include "support/model.hpp"
 #include "support/progress.hpp"
 
@@ -285,9 +285,7 @@ int run(const Options& o) {
   }
   out["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!o.json.empty()) {
-    std::ofstream f(o.json, std::ios::trunc);
-    f << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
-    if (!f) gsq::detail::throw_io_error(gsq::ErrorCode::kOpenFailed, "cannot write the results", o.json, -1);
+    driver::write_file_atomically(o.json, out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + '\n');
   }
   return driver::kExitOk;
 }

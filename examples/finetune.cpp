@@ -21,13 +21,13 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <optional>
 #include <string>
 
 #include "support/artifacts.hpp"
 #include "support/cli.hpp"
 #include "support/data.hpp"
+#include "support/files.hpp"
 #include "support/finetune.hpp"
 #include "support/jsonl.hpp"
 #include "support/model.hpp"
@@ -45,9 +45,7 @@ nlohmann::json eval_summary(const std::optional<gsq::EvalResult>& e) {
 }
 
 void write_summary(const fs::path& path, const nlohmann::json& j) {
-  std::ofstream out(path, std::ios::trunc);
-  out << j.dump(2) << '\n';
-  if (!out) gsq::detail::throw_io_error(gsq::ErrorCode::kOpenFailed, "cannot write the run summary", path.string(), -1);
+  driver::write_file_atomically(path, j.dump(2) + '\n');
 }
 
 /// LoRA + round-to-nearest of the merged weights at each of `bits` (L4Q's baseline).

@@ -31,7 +31,6 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
@@ -39,6 +38,7 @@
 
 #include "support/cli.hpp"
 #include "support/data.hpp"
+#include "support/files.hpp"
 #include "support/finetune.hpp"
 #include "support/model.hpp"
 #include "support/progress.hpp"
@@ -355,8 +355,8 @@ int quickstart(const Options& o) {
                            {"train_seconds", r.result.seconds},
                            {"peak_bytes", r.result.peak_bytes},
                            {"sample", r.sample}});
-    std::ofstream f(fs::path(o.out) / "quickstart.json", std::ios::trunc);
-    f << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+    driver::write_file_atomically(fs::path(o.out) / "quickstart.json",
+                                  j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + '\n');
   }
   return driver::kExitOk;
 }

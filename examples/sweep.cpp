@@ -24,11 +24,13 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "support/cli.hpp"
 #include "support/data.hpp"
+#include "support/files.hpp"
 #include "support/finetune.hpp"
 #include "support/jsonl.hpp"
 #include "support/model.hpp"
@@ -75,7 +77,7 @@ void mark_pareto(std::vector<Row>& rows) {
 constexpr double kMiB = 1024.0 * 1024.0;
 
 void write_csv(const fs::path& path, const std::vector<Row>& rows) {
-  std::ofstream f(path, std::ios::trunc);
+  std::ostringstream f;
   f << "precision,rank,base,steps,trainable_params,final_train_loss,eval_nll,eval_ppl,eval_fp32_nll,eval_fp32_ppl,"
        "peak_train_mib,peak_weights_mib,peak_activations_mib,peak_gradients_mib,peak_optimizer_mib,peak_scratch_mib,"
        "weight_mib,train_seconds,tokens_per_s,pareto\n";
@@ -96,7 +98,7 @@ void write_csv(const fs::path& path, const std::vector<Row>& rows) {
                   x.seconds, x.tokens_per_second(), r.pareto ? 1 : 0);
     f << buf;
   }
-  if (!f) gsq::detail::throw_io_error(gsq::ErrorCode::kOpenFailed, "cannot write the sweep table", path.string(), -1);
+  driver::write_file_atomically(path, f.str());
 }
 
 std::vector<std::pair<double, double>> frontier(const std::vector<Row>& rows, bool perplexity) {

@@ -13,11 +13,12 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "support/files.hpp"
 
 namespace driver {
 
@@ -109,9 +110,7 @@ class SvgScatter {
   }
 
   void write(const std::filesystem::path& path) const {
-    std::ofstream out(path, std::ios::trunc);
-    out << render();
-    if (!out) gsq::detail::throw_io_error(gsq::ErrorCode::kOpenFailed, "cannot write the SVG", path.string(), -1);
+    write_file_atomically(path, render());
   }
 
   /// "Nice" tick positions (1, 2, 2.5, 5 × 10^k steps) covering [lo, hi].
