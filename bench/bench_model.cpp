@@ -34,6 +34,7 @@
 #include "gsq/gemm/gemm.hpp"
 #include "gsq/io/load_llama.hpp"
 #include "gsq/model/llama.hpp"
+#include "gsq/nn/scratch.hpp"
 #include "gsq/optim/adamw.hpp"
 
 namespace {
@@ -101,6 +102,7 @@ std::filesystem::path data_dir() {
 
 /// The model, or nullopt (with the reason in `skip`) when its checkpoint is unavailable.
 std::optional<gsq::Llama> build(const ModelSpec& spec, Mode mode, std::string& skip) {
+  gsq::release_scratch();  // the previous benchmark's scratch would hide this one's
   if (spec.checkpoint.empty())
     return gsq::Llama(spec.config, gsq::random_llama_weights(spec.config, 1), mode_options(mode));
   const std::filesystem::path path = data_dir() / spec.checkpoint;

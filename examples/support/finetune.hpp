@@ -17,6 +17,7 @@
 #include <gsq/model/evaluate.hpp>
 #include <gsq/model/llama.hpp>
 #include <gsq/model/trainer.hpp>
+#include <gsq/nn/scratch.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -264,6 +265,7 @@ inline FinetuneResult run_finetune(const FinetuneSettings& s, const BaseModel& b
   const gsq::TrainerConfig tc = s.trainer_config();
   if (s.threads > 0) gsq::set_num_threads(s.threads);
 
+  gsq::release_scratch();  // a previous run's (a sweep's) scratch must not hide this run's
   const gsq::MemoryUsage before = gsq::memory_usage();
   std::optional<gsq::Llama> holder;
   std::optional<gsq::Llama>& model = model_out != nullptr ? *model_out : holder;

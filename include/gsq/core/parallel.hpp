@@ -77,6 +77,29 @@ void parallel_for_chunks(std::int64_t count, std::int64_t grain, Body&& body) {
 #endif
 }
 
+/// Calls body() once on every thread of gsq's pool (at least all cores, so a thread that
+/// an earlier, wider loop used is reached too) and on the calling thread: for per-thread
+/// state such as workspaces. Not for work that must be split.
+template <class Body>
+void run_on_each_thread(Body&& body) {
+#if defined(_OPENMP)
+  const int threads = std::max(num_threads(), omp_get_num_procs());
+  std::exception_ptr error;
+  std::once_flag error_once;
+#pragma omp parallel num_threads(threads)
+  {
+    try {
+      body();
+    } catch (...) {
+      std::call_once(error_once, [&] { error = std::current_exception(); });
+    }
+  }
+  if (error) std::rethrow_exception(error);
+#else
+  body();
+#endif
+}
+
 /// Calls body(i) for every i in [0, count), in parallel chunks of `grain` indices.
 template <class Body>
 void parallel_for(std::int64_t count, Body&& body, std::int64_t grain = 1) {

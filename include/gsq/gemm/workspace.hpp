@@ -31,6 +31,9 @@ inline Workspace& thread_workspace() noexcept {
   return ws;
 }
 
+/// Frees this thread's workspace (it is allocated again by the next GEMM).
+inline void release_thread_workspace() noexcept { thread_workspace() = Workspace{}; }
+
 /// At least `count` elements of `buf`, reallocating (uninitialised) only to grow.
 template <class T>
 T* reserve(AlignedBuffer<T>& buf, std::int64_t count) {

@@ -18,8 +18,10 @@
 
 #include "gsq/core/config.hpp"
 #include "gsq/core/memory.hpp"
+#include "gsq/core/parallel.hpp"
 #include "gsq/core/tensor.hpp"
 #include "gsq/format/gse.hpp"
+#include "gsq/gemm/workspace.hpp"
 
 GSQ_NAMESPACE_BEGIN
 namespace detail {
@@ -40,20 +42,32 @@ enum class ScratchSlot : int {
   kCount
 };
 
+/// One thread's shared scratch.
+struct SharedScratch {
+  using GseKey = std::tuple<int, std::int64_t, std::int64_t, int, int, int>;
+  Tensor<float> fp32[static_cast<int>(ScratchSlot::kCount)];
+  std::map<GseKey, GseMatrix> gse;
+};
+inline SharedScratch& thread_scratch() noexcept {
+  thread_local SharedScratch scratch;
+  return scratch;
+}
+
 /// A [rows, cols] FP32 scratch matrix for `slot` on this thread.
 inline MatrixView<float> shared_scratch(ScratchSlot slot, std::int64_t rows, std::int64_t cols) {
-  thread_local Tensor<float> buffers[static_cast<int>(ScratchSlot::kCount)];
-  Tensor<float>& t = buffers[static_cast<int>(slot)];
-  if (t.numel() < rows * cols) t = Tensor<float>({rows * cols}, MemoryCategory::kScratch);
+  Tensor<float>& t = thread_scratch().fp32[static_cast<int>(slot)];
+  if (t.numel() < rows * cols) {
+    t = Tensor<float>();  // release first so peak memory is not doubled
+    t = Tensor<float>({rows * cols}, MemoryCategory::kScratch);
+  }
   return MatrixView<float>(t.data(), rows, cols);
 }
 
 /// A [rows, cols] GSE-INT scratch matrix of format `spec` for `slot` on this thread.
 inline GseMatrix& shared_gse(ScratchSlot slot, std::int64_t rows, std::int64_t cols,
                              const GseSpec& spec) {
-  using Key = std::tuple<int, std::int64_t, std::int64_t, int, int, int>;
-  thread_local std::map<Key, GseMatrix> buffers;
-  const Key key{static_cast<int>(slot), rows, cols, spec.bits, spec.group, spec.exp_bits};
+  auto& buffers = thread_scratch().gse;
+  const SharedScratch::GseKey key{static_cast<int>(slot), rows, cols, spec.bits, spec.group, spec.exp_bits};
   auto it = buffers.find(key);
   if (it == buffers.end())
     it = buffers.emplace(key, GseMatrix(rows, cols, spec, MemoryCategory::kScratch)).first;
@@ -61,4 +75,16 @@ inline GseMatrix& shared_gse(ScratchSlot slot, std::int64_t rows, std::int64_t c
 }
 
 }  // namespace detail
+
+/// Frees the scratch gsq keeps between calls, on every thread: the layers' shared
+/// temporaries (above) and the GEMM's packing workspaces. Everything is allocated again
+/// on demand. Call it between two models in one process, so that the memory accounting
+/// of the second counts the scratch it needs itself (gsq-sweep, bench_model do).
+inline void release_scratch() {
+  run_on_each_thread([] {
+    gemm::detail::release_thread_workspace();
+    detail::thread_scratch() = detail::SharedScratch{};
+  });
+}
+
 GSQ_NAMESPACE_END
