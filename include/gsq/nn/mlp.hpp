@@ -145,7 +145,6 @@ class SwiGluMlp {
     return out;
   }
 
-
  private:
   static std::string shape(const Linear& l) {
     return "[" + std::to_string(l.out_features()) + ", " + std::to_string(l.in_features()) + "]";

@@ -65,14 +65,15 @@ inline void check_tokens(MatrixView<const float> x, std::int64_t cols, const cha
 /// names the class ("LoraLinear"). Returns whether dx is wanted.
 inline bool check_backward_args(const char* layer, std::int64_t cached_tokens, MatrixView<const float> dy,
                                 std::int64_t out, MatrixView<float> dx, std::int64_t in) {
-  const std::string call = std::string(layer) + "::backward";
-  GSQ_CHECK(cached_tokens > 0, ErrorCode::kInvalidArgument, call + ": the cache was not filled by forward");
-  check_tokens(dy, out, (call + ": dy").c_str());
+  // Messages are built only when a check fails: this runs for every layer of every step.
+  auto call = [layer](const char* what) { return std::string(layer) + "::backward" + what; };
+  GSQ_CHECK(cached_tokens > 0, ErrorCode::kInvalidArgument, call(": the cache was not filled by forward"));
+  if (dy.rows() < 1 || dy.cols() != out) check_tokens(dy, out, call(": dy").c_str());
   GSQ_CHECK(dy.rows() == cached_tokens, ErrorCode::kShapeMismatch,
-            call + ": dy has " + std::to_string(dy.rows()) + " tokens but forward saw " +
+            call(": dy has ") + std::to_string(dy.rows()) + " tokens but forward saw " +
                 std::to_string(cached_tokens));
   if (dx.empty()) return false;
-  check_shape(dx, dy.rows(), in, (call + ": dx").c_str());
+  if (dx.rows() != dy.rows() || dx.cols() != in) check_shape(dx, dy.rows(), in, call(": dx").c_str());
   return true;
 }
 
