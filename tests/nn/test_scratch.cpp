@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "gsq/core/memory.hpp"
+#include "gsq/core/parallel.hpp"
 #include "gsq/nn/lora_linear.hpp"
 #include "gsq/nn/scratch.hpp"
 #include "support/test_support.hpp"
@@ -35,6 +36,9 @@ TEST_CASE("scratch: layers share it, results ignore its history, release_scratch
   const Tensor<float> x = gsq::test::random_matrix(tokens, in, 2);
   const Tensor<float> dy = gsq::test::random_matrix(tokens, out, 3);
   const FrozenWeight w0 = FrozenWeight::nf4(w.view());
+  // One thread: the GEMM's workers allocate their workspaces when they first get work,
+  // which with two threads may be any layer's call, not the first.
+  gsq::set_num_threads(1);
   gsq::release_scratch();
 
   LoraLinear first(w0, {.rank = rank, .bits = Bits::w8a8g8(), .seed = 5});
@@ -68,4 +72,5 @@ TEST_CASE("scratch: layers share it, results ignore its history, release_scratch
   CHECK(released >= after_one - adapters * 8);
   const Tensor<float> dx_after = step(again, x, dy);
   CHECK(gsq::test::bitwise_equal(dx_fresh.data(), dx_after.data(), dx_fresh.numel()));
+  gsq::set_num_threads(0);
 }
