@@ -21,6 +21,7 @@
 // Results print as a table; --json FILE writes them as JSON as well.
 #include <gsq/core/isa.hpp>
 #include <gsq/core/parallel.hpp>
+#include <gsq/io/atomic_file.hpp>
 #include <gsq/io/dataset.hpp>
 #include <gsq/model/evaluate.hpp>
 #include <gsq/model/llama.hpp>
@@ -37,7 +38,6 @@
 #include "support/artifacts.hpp"
 #include "support/cli.hpp"
 #include "support/data.hpp"
-#include "support/files.hpp"
 #include "support/model.hpp"
 #include "support/progress.hpp"
 
@@ -145,12 +145,13 @@ struct Measurements {
 };
 
 gsq::Llama build_model(const driver::BaseModel& base, const std::optional<driver::AdapterSpec>& adapter,
-                       const gsq::Bits& bits, gsq::WeightFormat format, const Options& o) {
+                       const gsq::Bits& bits, gsq::WeightFormat format,
+                       const std::optional<gsq::Bits>& attention_bits, const Options& o) {
   // Without an adapter, a spec with no target modules: every projection frozen.
   driver::AdapterSpec spec = adapter.value_or(driver::AdapterSpec{});
   spec.bits = bits;
   spec.base = format;
-  spec.attention_bits = driver::parse_attention_precision(o.attention_precision, o.group);
+  spec.attention_bits = attention_bits;
   spec.integer_classifier = o.int_classifier;
   gsq::LlamaOptions lo = spec.options();
   if (!adapter) {
@@ -232,6 +233,7 @@ int run(const Options& o) {
   if (!o.adapter.empty()) driver::require_path(o.adapter, "--adapter");
   const gsq::Bits bits = driver::parse_precision(o.precision, o.group);
   const gsq::WeightFormat format = driver::parse_base_format(o.base, bits);
+  const std::optional<gsq::Bits> attention_bits = driver::parse_attention_precision(o.attention_precision, o.group);
   gsq::SamplingOptions sampling{.temperature = o.temperature, .top_p = o.top_p, .seed = o.seed};
   try {
     sampling.validate();
@@ -260,12 +262,12 @@ int run(const Options& o) {
 
   nlohmann::json out = {{"model", o.model}, {"adapter", o.adapter}, {"base", std::string(gsq::weight_format_name(format))}};
   const auto t0 = std::chrono::steady_clock::now();
-  gsq::Llama model = build_model(base, adapter, bits, format, o);
+  gsq::Llama model = build_model(base, adapter, bits, format, attention_bits, o);
   const Measurements main = measure(model, base, o, ppl_batches, bits.name());
   print(main);
   out["results"] = nlohmann::json::array({to_json(main)});
   if (o.also_fp32 && !bits.is_fp32() && (!ppl_batches.empty() || !o.task.empty())) {
-    gsq::Llama twin = build_model(base, adapter, gsq::Bits::fp32(), format, o);
+    gsq::Llama twin = build_model(base, adapter, gsq::Bits::fp32(), format, attention_bits, o);
     const Measurements fp = measure(twin, base, o, ppl_batches, "fp32");
     print(fp);
     out["results"].push_back(to_json(fp));
@@ -285,7 +287,7 @@ int run(const Options& o) {
   }
   out["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!o.json.empty()) {
-    driver::write_file_atomically(o.json, out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + '\n');
+    gsq::write_file_atomically(o.json, out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + '\n');
   }
   return driver::kExitOk;
 }
