@@ -16,6 +16,7 @@
 // on stderr, exit 2; unreadable files: IoError, exit 1.
 #include <gsq/core/isa.hpp>
 #include <gsq/core/parallel.hpp>
+#include <gsq/io/atomic_file.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -27,7 +28,6 @@
 #include "support/artifacts.hpp"
 #include "support/cli.hpp"
 #include "support/data.hpp"
-#include "support/files.hpp"
 #include "support/finetune.hpp"
 #include "support/jsonl.hpp"
 #include "support/model.hpp"
@@ -45,7 +45,7 @@ nlohmann::json eval_summary(const std::optional<gsq::EvalResult>& e) {
 }
 
 void write_summary(const fs::path& path, const nlohmann::json& j) {
-  driver::write_file_atomically(path, j.dump(2) + '\n');
+  gsq::write_file_atomically(path, j.dump(2) + '\n');
 }
 
 /// LoRA + round-to-nearest of the merged weights at each of `bits` (L4Q's baseline).

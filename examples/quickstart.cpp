@@ -21,6 +21,7 @@
 #include <gsq/core/memory.hpp>
 #include <gsq/core/parallel.hpp>
 #include <gsq/core/rng.hpp>
+#include <gsq/io/atomic_file.hpp>
 #include <gsq/io/dataset.hpp>
 #include <gsq/model/evaluate.hpp>
 #include <gsq/model/llama.hpp>
@@ -38,7 +39,6 @@
 
 #include "support/cli.hpp"
 #include "support/data.hpp"
-#include "support/files.hpp"
 #include "support/finetune.hpp"
 #include "support/model.hpp"
 #include "support/progress.hpp"
@@ -355,7 +355,7 @@ int quickstart(const Options& o) {
                            {"train_seconds", r.result.seconds},
                            {"peak_bytes", r.result.peak_bytes},
                            {"sample", r.sample}});
-    driver::write_file_atomically(fs::path(o.out) / "quickstart.json",
+    gsq::write_file_atomically(fs::path(o.out) / "quickstart.json",
                                   j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + '\n');
   }
   return driver::kExitOk;

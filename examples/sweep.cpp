@@ -16,6 +16,7 @@
 //   runs/<precision>_r<rank>/log.jsonl   each run's step log
 #include <gsq/core/memory.hpp>
 #include <gsq/core/parallel.hpp>
+#include <gsq/io/atomic_file.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -30,7 +31,6 @@
 
 #include "support/cli.hpp"
 #include "support/data.hpp"
-#include "support/files.hpp"
 #include "support/finetune.hpp"
 #include "support/jsonl.hpp"
 #include "support/model.hpp"
@@ -98,7 +98,7 @@ void write_csv(const fs::path& path, const std::vector<Row>& rows) {
                   x.seconds, x.tokens_per_second(), r.pareto ? 1 : 0);
     f << buf;
   }
-  driver::write_file_atomically(path, f.str());
+  gsq::write_file_atomically(path, f.str());
 }
 
 std::vector<std::pair<double, double>> frontier(const std::vector<Row>& rows, bool perplexity) {

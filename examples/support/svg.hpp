@@ -7,6 +7,7 @@
 #pragma once
 
 #include <gsq/core/error.hpp>
+#include <gsq/io/atomic_file.hpp>
 
 #include <algorithm>
 #include <array>
@@ -17,8 +18,6 @@
 #include <string>
 #include <utility>
 #include <vector>
-
-#include "support/files.hpp"
 
 namespace driver {
 
@@ -110,7 +109,7 @@ class SvgScatter {
   }
 
   void write(const std::filesystem::path& path) const {
-    write_file_atomically(path, render());
+    gsq::write_file_atomically(path, render());
   }
 
   /// "Nice" tick positions (1, 2, 2.5, 5 × 10^k steps) covering [lo, hi].

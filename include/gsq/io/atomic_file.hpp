@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <span>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
@@ -151,5 +152,12 @@ class AtomicFileWriter {
   std::int64_t written_ = 0;
   std::vector<std::uint8_t> buffer_;
 };
+
+/// Writes `text` to `path` atomically: one AtomicFileWriter, written and committed.
+inline void write_file_atomically(const std::filesystem::path& path, std::string_view text) {
+  AtomicFileWriter out(path);
+  out.write(text.data(), text.size());
+  out.commit();
+}
 
 GSQ_NAMESPACE_END

@@ -185,7 +185,7 @@ inline std::filesystem::path save_checkpoint(const std::filesystem::path& root, 
                         {"step", step},
                         {"files", files},
                         {"files_fnv1a64", iod::manifest_checksum(files)}});
-  iod::write_text_file(root / kCheckpointLatestFile, name + "\n");
+  write_file_atomically(root / kCheckpointLatestFile, name + "\n");
 
   if (options.keep_last > 0) {
     std::vector<std::pair<std::int64_t, std::filesystem::path>> dirs;

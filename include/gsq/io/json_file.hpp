@@ -17,13 +17,6 @@
 GSQ_NAMESPACE_BEGIN
 namespace io::detail {
 
-/// Writes `text` to `path` atomically.
-inline void write_text_file(const std::filesystem::path& path, const std::string& text) {
-  AtomicFileWriter out(path);
-  out.write(text.data(), text.size());
-  out.commit();
-}
-
 /// Writes `j` pretty-printed (2 spaces, trailing newline) to `path` atomically.
 inline void write_json_file(const std::filesystem::path& path, const Json& j) {
   std::string text;
@@ -33,7 +26,7 @@ inline void write_json_file(const std::filesystem::path& path, const Json& j) {
     gsq::detail::throw_error(ErrorCode::kInvalidArgument,
                              "cannot encode " + path.string() + " as JSON: " + e.what());
   }
-  write_text_file(path, text + "\n");
+  write_file_atomically(path, text + "\n");
 }
 
 /// Parses the JSON file at `path`; IoError naming it when absent or malformed.
