@@ -1,12 +1,8 @@
 // bench/bench_support.hpp — what every gsq benchmark binary needs: random inputs and one
-// place that sets the thread count (gsq's parallel_for and OpenMP's default together).
+// place that sets the thread count.
 #pragma once
 
 #include <cstdint>
-
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
 
 #include "gsq/core/memory.hpp"
 #include "gsq/core/parallel.hpp"
@@ -23,12 +19,7 @@ inline gsq::Tensor<float> random_tensor(std::int64_t rows, std::int64_t cols, st
   return t;
 }
 
-/// Runs gsq's parallel regions (and any other OpenMP code, e.g. Eigen's) on `threads`.
-inline void set_threads(int threads) {
-  gsq::set_num_threads(threads);
-#if defined(_OPENMP)
-  omp_set_num_threads(threads);
-#endif
-}
+/// Runs gsq's parallel regions on `threads` (0: the default).
+inline void set_threads(int threads) { gsq::set_num_threads(threads); }
 
 }  // namespace gsq_bench

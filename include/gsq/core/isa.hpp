@@ -3,7 +3,8 @@
 // As in ruy, each path is one bit; the reference path is always compiled and always
 // enabled, so there is always something to run. The path used is the best one in
 // (compiled ∩ supported by this CPU ∩ enabled), where "enabled" comes from, in order:
-//   1. the program: set_isa_mask(), or a ScopedIsa in tests;
+//   1. the program: set_isa_mask(), or a ScopedIsa in tests — a choice of the current
+//      gsq::Context (core/context.hpp), so two contexts may run different paths;
 //   2. the environment: GSQ_ISA=reference|avx2|avx512 (read once);
 //   3. CPUID: everything this CPU supports.
 // Forcing a path the CPU or build lacks throws UnsupportedIsa; a bad GSQ_ISA value
@@ -17,6 +18,7 @@
 #include <string_view>
 
 #include "gsq/core/config.hpp"
+#include "gsq/core/context.hpp"
 #include "gsq/core/cpu.hpp"
 #include "gsq/core/error.hpp"
 
@@ -75,9 +77,9 @@ inline IsaMask supported_isas() noexcept {
 
 namespace detail {
 
-inline std::atomic<IsaMask>& program_isa_mask() noexcept {
-  static std::atomic<IsaMask> mask{0};  // 0 = no program choice
-  return mask;
+/// The program's choice in `context`; 0 = no choice.
+inline std::atomic<IsaMask>& program_isa_mask(Context& context) noexcept {
+  return ContextAccess::isa_mask(context);
 }
 
 inline void require_supported(IsaMask mask, std::string_view source) {
@@ -108,19 +110,21 @@ inline IsaMask environment_isa_mask() {
 
 }  // namespace detail
 
-/// The program's choice of enabled paths; 0 returns to automatic (GSQ_ISA, then CPUID).
-/// kReference is always added. Throws UnsupportedIsa if a path cannot run here.
-inline void set_isa_mask(IsaMask mask) {
+/// The program's choice of enabled paths in `context`; 0 returns to automatic (GSQ_ISA,
+/// then CPUID). kReference is always added. Throws UnsupportedIsa if a path cannot run here.
+inline void set_isa_mask(Context& context, IsaMask mask) {
   if (mask != 0) {
     detail::require_supported(mask, "set_isa_mask");
     mask |= static_cast<IsaMask>(Isa::kReference);
   }
-  detail::program_isa_mask().store(mask, std::memory_order_relaxed);
+  detail::program_isa_mask(context).store(mask, std::memory_order_relaxed);
 }
+/// The same for the current context.
+inline void set_isa_mask(IsaMask mask) { set_isa_mask(current_context(), mask); }
 
 /// Paths currently enabled (program choice, else GSQ_ISA, else all supported).
 inline IsaMask enabled_isas() {
-  const IsaMask program = detail::program_isa_mask().load(std::memory_order_relaxed);
+  const IsaMask program = detail::program_isa_mask(current_context()).load(std::memory_order_relaxed);
   if (program != 0) return program;
   const IsaMask env = detail::environment_isa_mask();
   return env != 0 ? env : supported_isas();
@@ -134,19 +138,23 @@ inline Isa selected_isa() {
   return Isa::kReference;
 }
 
-/// Forces one path for the lifetime of the object (tests, benchmarks), then restores the
-/// previous program choice. Throws UnsupportedIsa if the path cannot run here; use
-/// `is_isa_supported` first to skip visibly instead.
+/// Forces one path in a context (default: the current one) for the lifetime of the
+/// object (tests, benchmarks), then restores the previous program choice. Throws
+/// UnsupportedIsa if the path cannot run here; use `is_isa_supported` first to skip
+/// visibly instead.
 class ScopedIsa {
  public:
-  explicit ScopedIsa(Isa isa) : previous_(detail::program_isa_mask().load()) {
-    set_isa_mask(static_cast<IsaMask>(isa));
+  explicit ScopedIsa(Isa isa) : ScopedIsa(current_context(), isa) {}
+  ScopedIsa(Context& context, Isa isa)
+      : context_(&context), previous_(detail::program_isa_mask(context).load()) {
+    set_isa_mask(context, static_cast<IsaMask>(isa));
   }
-  ~ScopedIsa() { detail::program_isa_mask().store(previous_); }
+  ~ScopedIsa() { detail::program_isa_mask(*context_).store(previous_); }
   ScopedIsa(const ScopedIsa&) = delete;
   ScopedIsa& operator=(const ScopedIsa&) = delete;
 
  private:
+  Context* context_;
   IsaMask previous_;
 };
 

@@ -1,111 +1,134 @@
-// gsq/core/parallel.hpp — deterministic parallel loops over OpenMP (serial without it).
+// gsq/core/parallel.hpp — deterministic parallel loops on the current context's pool.
 //
 // Determinism contract: the work of index i never depends on which thread runs it or on
-// how the range is cut. Loops hand out fixed chunks with a static schedule; callers
+// how the range is cut. Loops hand out fixed chunks (multiples of the grain); callers
 // never reduce across chunks (the GEMM splits over M and N only, never over k), so every
 // result is bit-identical for any thread count. Exceptions thrown inside a chunk are
 // carried out of the parallel region and rethrown on the calling thread.
+//
+// The threads are those of the current gsq::Context (core/context.hpp), a persistent
+// pool whose idle workers spin a few microseconds and then sleep (core/thread_pool.hpp),
+// so a busy neighbour process keeps its core. A loop inside a parallel region, or one
+// whose caller says it is small (WorkSize below), runs inline on the calling thread.
 #pragma once
 
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <exception>
-#include <mutex>
+#include <memory>
+#include <type_traits>
 
 #include "gsq/core/config.hpp"
+#include "gsq/core/context.hpp"
 #include "gsq/core/error.hpp"
-
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
+#include "gsq/core/thread_pool.hpp"
 
 GSQ_NAMESPACE_BEGIN
 
-namespace detail {
-inline std::atomic<int>& requested_threads() noexcept {
-  static std::atomic<int> n{0};  // 0 = OpenMP's default
-  return n;
+/// Threads gsq uses for its loops in the current context; 0 restores the default
+/// (GSQ_NUM_THREADS, else every CPU this process may run on).
+inline void set_num_threads(int n) { current_context().set_num_threads(n); }
+
+/// Threads a gsq loop started now would use (1 inside a parallel region).
+inline int num_threads() {
+  if (detail::in_parallel_region()) return 1;
+  return current_context().num_threads();
 }
+
+/// Roughly how much work one index of a loop is, in simple arithmetic operations. A loop
+/// whose total is below kMinParallelOps runs on the calling thread: handing it to a
+/// sleeping worker would cost more than it saves. 0 = unknown (always split).
+struct WorkSize {
+  std::int64_t ops_per_index = 0;
+};
+inline constexpr std::int64_t kMinParallelOps = std::int64_t{1} << 15;
+
+namespace detail {
+
+/// Tasks per thread a loop is cut into: more than one, so that when a thread is
+/// descheduled (a busy neighbour) the others take over its share.
+inline constexpr std::int64_t kTasksPerThread = 4;
+
+template <class Body>
+struct ChunkJob {
+  ChunkJob(Body* b, std::int64_t n, std::int64_t g, std::int64_t c, std::int64_t t) noexcept
+      : body(b), count(n), grain(g), chunks(c), tasks(t) {}
+
+  Body* body;
+  std::int64_t count, grain, chunks, tasks;
+  std::atomic<bool> failed{false};
+  std::exception_ptr error;
+
+  // Task t covers chunks [t·chunks/tasks, (t+1)·chunks/tasks): whole chunks, so the
+  // boundaries are multiples of the grain whatever the thread count.
+  static void run(void* closure, std::int64_t t) {
+    auto* job = static_cast<ChunkJob*>(closure);
+    if (job->failed.load(std::memory_order_relaxed)) return;
+    const std::int64_t c0 = t * job->chunks / job->tasks, c1 = (t + 1) * job->chunks / job->tasks;
+    try {
+      (*job->body)(c0 * job->grain, std::min(c1 * job->grain, job->count));
+    } catch (...) {
+      if (!job->failed.exchange(true, std::memory_order_acq_rel)) job->error = std::current_exception();
+    }
+  }
+};
+
+inline bool is_small(std::int64_t count, WorkSize work) noexcept {
+  return work.ops_per_index > 0 && work.ops_per_index < kMinParallelOps &&
+         count < kMinParallelOps && count * work.ops_per_index < kMinParallelOps;
+}
+
 }  // namespace detail
 
-/// Threads gsq uses for its loops; 0 restores the default (OMP_NUM_THREADS or all cores).
-inline void set_num_threads(int n) {
-  GSQ_CHECK(n >= 0, ErrorCode::kInvalidArgument,
-            "set_num_threads: thread count must be >= 0, got " + std::to_string(n));
-  detail::requested_threads().store(n, std::memory_order_relaxed);
-}
-
-/// Threads a gsq loop started now would use (1 without OpenMP or inside a parallel region).
-inline int num_threads() noexcept {
-#if defined(_OPENMP)
-  if (omp_in_parallel()) return 1;
-  const int n = detail::requested_threads().load(std::memory_order_relaxed);
-  return n > 0 ? n : omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
-
-/// Calls body(begin, end) on consecutive chunks of [0, count), each at least `grain`
-/// long (the last may be shorter), spread over threads with a static schedule.
+/// Calls body(begin, end) on consecutive ranges covering [0, count), each starting at a
+/// multiple of `grain` and at least `grain` long (the last may be shorter), spread over
+/// the current context's threads. `work` may say the loop is too small to split.
 template <class Body>
-void parallel_for_chunks(std::int64_t count, std::int64_t grain, Body&& body) {
+void parallel_for_chunks(std::int64_t count, std::int64_t grain, Body&& body, WorkSize work = {}) {
   if (count <= 0) return;
   grain = std::max<std::int64_t>(grain, 1);
   const std::int64_t chunks = (count + grain - 1) / grain;
   const int threads = static_cast<int>(std::min<std::int64_t>(num_threads(), chunks));
-  if (threads <= 1) {
+  if (threads <= 1 || detail::is_small(count, work)) {
     body(std::int64_t{0}, count);
     return;
   }
-#if defined(_OPENMP)
-  std::exception_ptr error;
-  std::once_flag error_once;
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (std::int64_t c = 0; c < chunks; ++c) {
-    try {
-      const std::int64_t begin = c * grain;
-      body(begin, std::min(begin + grain, count));
-    } catch (...) {
-      std::call_once(error_once, [&] { error = std::current_exception(); });
-    }
+  using BodyT = std::remove_reference_t<Body>;
+  detail::ChunkJob<BodyT> job(std::addressof(body), count, grain, chunks,
+                              std::min<std::int64_t>(chunks, threads * detail::kTasksPerThread));
+  detail::ThreadPool& pool = detail::ContextAccess::pool(current_context());
+  if (!pool.run(job.tasks, threads, &detail::ChunkJob<BodyT>::run, &job)) {
+    // Another thread's loop holds this context's pool: run ours here.
+    body(std::int64_t{0}, count);
+    return;
   }
-  if (error) std::rethrow_exception(error);
-#else
-  body(std::int64_t{0}, count);
-#endif
+  if (job.error) std::rethrow_exception(job.error);
 }
 
-/// Calls body() once on every thread of gsq's pool (at least all cores, so a thread that
-/// an earlier, wider loop used is reached too) and on the calling thread: for per-thread
-/// state such as workspaces. Not for work that must be split.
+/// Calls body() once on every thread of the current context's pool that exists and on
+/// the calling thread: for per-thread state such as workspaces. Not for work that must
+/// be split.
 template <class Body>
 void run_on_each_thread(Body&& body) {
-#if defined(_OPENMP)
-  const int threads = std::max(num_threads(), omp_get_num_procs());
-  std::exception_ptr error;
-  std::once_flag error_once;
-#pragma omp parallel num_threads(threads)
-  {
-    try {
-      body();
-    } catch (...) {
-      std::call_once(error_once, [&] { error = std::current_exception(); });
-    }
+  if (!detail::in_parallel_region()) {
+    using BodyT = std::remove_reference_t<Body>;
+    detail::ContextAccess::pool(current_context())
+        .broadcast([](void* b) { (*static_cast<BodyT*>(b))(); },
+                   const_cast<void*>(static_cast<const void*>(std::addressof(body))));
   }
-  if (error) std::rethrow_exception(error);
-#else
   body();
-#endif
 }
 
 /// Calls body(i) for every i in [0, count), in parallel chunks of `grain` indices.
 template <class Body>
-void parallel_for(std::int64_t count, Body&& body, std::int64_t grain = 1) {
-  parallel_for_chunks(count, grain, [&](std::int64_t begin, std::int64_t end) {
-    for (std::int64_t i = begin; i < end; ++i) body(i);
-  });
+void parallel_for(std::int64_t count, Body&& body, std::int64_t grain = 1, WorkSize work = {}) {
+  parallel_for_chunks(
+      count, grain,
+      [&](std::int64_t begin, std::int64_t end) {
+        for (std::int64_t i = begin; i < end; ++i) body(i);
+      },
+      work);
 }
 
 GSQ_NAMESPACE_END

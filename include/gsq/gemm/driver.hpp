@@ -28,6 +28,7 @@
 #include <string>
 
 #include "gsq/core/config.hpp"
+#include "gsq/core/context.hpp"
 #include "gsq/core/error.hpp"
 #include "gsq/core/parallel.hpp"
 #include "gsq/core/tensor.hpp"
@@ -42,20 +43,10 @@
 GSQ_NAMESPACE_BEGIN
 namespace gemm::detail {
 
-/// Blocking knobs. Tests shrink them to drive every loop order with small shapes;
-/// results never depend on them (k order and per-element arithmetic are fixed).
-struct Tuning {
-  /// Bytes of k per B block: the block (NR × this) stays in L1 while A tiles stream by.
-  std::atomic<std::int64_t> block_depth_bytes{512};
-  /// Bytes of packed B a thread may hold at once when its whole share of B is packed up
-  /// front (thin K, thin N): then tiles run outermost, C is written row by row and no
-  /// k-blocking is needed.
-  std::atomic<std::int64_t> resident_bytes{256 << 10};
-};
-inline Tuning& tuning() noexcept {
-  static Tuning t;
-  return t;
-}
+/// Blocking knobs (core/context.hpp's GemmTuning), of the current context. Tests shrink
+/// them to drive every loop order with small shapes; results never depend on them.
+using Tuning = GemmTuning;
+inline Tuning& tuning() noexcept { return current_context().gemm_tuning(); }
 
 /// Whole groups per k-block (at least one).
 inline std::int64_t block_groups(const PanelGeometry& geo) noexcept {

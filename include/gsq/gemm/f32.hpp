@@ -3,7 +3,8 @@
 // DESIGN.md: an FP32 path with the same API is the reference every integer result is
 // compared with. BLAS semantics: C = alpha·op(A)·op(B) (overwrite) or
 // C += alpha·op(A)·op(B) (accumulate), op = optional transpose of a row-major view.
-// Eigen runs it with gsq's thread count.
+// Eigen runs it on the calling thread (gsq builds Eigen without OpenMP: its thread
+// count was process-wide state, and its split changed the bits).
 #pragma once
 
 #include <Eigen/Core>
@@ -50,8 +51,6 @@ inline void gemm_f32(MatrixView<const float> a, bool transpose_a, MatrixView<con
     if (!options.accumulate) cm.setZero();
     return;
   }
-  const int threads = num_threads();
-  if (Eigen::nbThreads() != threads) Eigen::setNbThreads(threads);
   const auto am = detail::eigen_map(a);
   const auto bm = detail::eigen_map(b);
   const float alpha = options.alpha;
