@@ -23,6 +23,10 @@
 // the embedding if made trainable) accumulate their gradients. Generation keeps a KV
 // cache (model/kv_cache.hpp) and decodes greedily or by temperature/top-p sampling.
 //
+// Context: the model runs in the gsq::Context it was built in (the current one unless
+// given): its public entry points install it (core/context.hpp), so threads, ISA and
+// memory accounting are that context's whichever thread calls.
+//
 // Memory: every buffer is counted by category (core/memory.hpp) — frozen weights and
 // adapters as weights, the training cache as activations, reused per-model workspaces
 // as scratch. Parameter pointers stay valid while the model is alive and not moved.
@@ -39,6 +43,7 @@
 #include <vector>
 
 #include "gsq/core/config.hpp"
+#include "gsq/core/context.hpp"
 #include "gsq/core/error.hpp"
 #include "gsq/core/memory.hpp"
 #include "gsq/core/parallel.hpp"
@@ -186,8 +191,10 @@ class Llama {
     }
   };
 
-  Llama(const LlamaConfig& config, LlamaTensors weights, const LlamaOptions& options = {})
-      : config_(config), options_(options) {
+  Llama(const LlamaConfig& config, LlamaTensors weights, const LlamaOptions& options = {},
+        Context& context = current_context())
+      : config_(config), options_(options), context_(&context) {
+    ContextScope in_context(context);
     config_.validate("Llama");
     options_.bits.validate();
     options_.attention_bits.validate();
@@ -260,6 +267,8 @@ class Llama {
 
   const LlamaConfig& config() const noexcept { return config_; }
   const LlamaOptions& options() const noexcept { return options_; }
+  /// The context the model runs in.
+  Context& context() const noexcept { return *context_; }
   std::int64_t n_layers() const noexcept { return config_.n_layers; }
   Block& block(std::int64_t l) { return blocks_.at(static_cast<std::size_t>(l)); }
   Embedding& embedding() noexcept { return embedding_; }
@@ -292,6 +301,7 @@ class Llama {
   /// With a cache, keeps what backward needs.
   void forward(std::span<const std::int32_t> ids, std::int64_t batch, MatrixView<float> logits,
                Cache* cache) {
+    ContextScope in_context(*context_);
     const std::int64_t seq = check_batch(ids, batch, "Llama::forward");
     const auto tokens = static_cast<std::int64_t>(ids.size());
     check_shape(logits, tokens, config_.vocab_size, "Llama::forward logits");
@@ -322,6 +332,7 @@ class Llama {
   /// Backward from dlogits [batch·seq, vocab] of the cached forward: accumulates the
   /// gradients of every trainable parameter.
   void backward(MatrixView<const float> dlogits, Cache& cache) {
+    ContextScope in_context(*context_);
     GSQ_CHECK(cache.batch > 0 && cache.blocks.size() == blocks_.size(),
               ErrorCode::kInvalidArgument, "Llama::backward: the cache was not filled by forward");
     const auto tokens = static_cast<std::int64_t>(cache.ids.size());
@@ -367,6 +378,7 @@ class Llama {
   /// Mean masked cross-entropy of the model on ids against targets (forward only).
   CrossEntropyResult loss(std::span<const std::int32_t> ids, std::span<const std::int32_t> targets,
                           std::span<const std::uint8_t> mask, std::int64_t batch) {
+    ContextScope in_context(*context_);
     MatrixView<float> logits = scratch(ws_.logits, static_cast<std::int64_t>(ids.size()),
                                        config_.vocab_size);
     forward(ids, batch, logits, nullptr);
@@ -380,6 +392,7 @@ class Llama {
                                        std::span<const std::int32_t> targets,
                                        std::span<const std::uint8_t> mask, std::int64_t batch,
                                        Cache& cache, double normalizer = 0.0) {
+    ContextScope in_context(*context_);
     MatrixView<float> logits = scratch(ws_.logits, static_cast<std::int64_t>(ids.size()),
                                        config_.vocab_size);
     forward(ids, batch, logits, &cache);
@@ -399,6 +412,7 @@ class Llama {
   /// Runs ids (new tokens of one sequence, at positions kv.length...) through the model,
   /// appending their keys and values to `kv`; logits [ids.size(), vocab].
   void forward_step(std::span<const std::int32_t> ids, KvCache& kv, MatrixView<float> logits) {
+    ContextScope in_context(*context_);
     const auto n = static_cast<std::int64_t>(ids.size());
     const std::int64_t pos = kv.length;
     GSQ_CHECK(n >= 1, ErrorCode::kInvalidExtent, "Llama::forward_step: no tokens");
@@ -444,6 +458,7 @@ class Llama {
   /// context is full.
   std::vector<std::int32_t> generate(std::span<const std::int32_t> prompt,
                                      const GenerateOptions& options = {}) {
+    ContextScope in_context(*context_);
     GSQ_CHECK(!prompt.empty(), ErrorCode::kInvalidArgument, "Llama::generate: empty prompt");
     options.sampling.validate();
     const auto n = static_cast<std::int64_t>(prompt.size());
@@ -633,6 +648,7 @@ class Llama {
 
   LlamaConfig config_;
   LlamaOptions options_;
+  Context* context_;
   Embedding embedding_;
   std::vector<Block> blocks_;
   RmsNorm final_norm_;

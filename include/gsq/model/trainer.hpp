@@ -18,6 +18,8 @@
 // tensors, so a checkpoint writer (io/) stores it without knowing the trainer, and a run
 // resumed from it — with the data sampler's cursor — continues bit for bit.
 //
+// The trainer runs in its model's gsq::Context (Llama::context()): every step installs it.
+//
 // Batches are trimmed to the last position that counts in the loss before the forward
 // (`trim_padding`): with causal attention nothing after it can change the loss, and
 // instruction batches padded to --seq-len are often half padding.
@@ -36,6 +38,7 @@
 #include <vector>
 
 #include "gsq/core/config.hpp"
+#include "gsq/core/context.hpp"
 #include "gsq/core/error.hpp"
 #include "gsq/core/memory.hpp"
 #include "gsq/core/tensor.hpp"
@@ -223,6 +226,7 @@ class Trainer {
  public:
   Trainer(Llama& model, TrainerConfig config)
       : model_(&model), config_((config.validate(), config)), schedule_(config_.schedule()) {
+    ContextScope in_context(model.context());
     params_ = model_->parameters();
     GSQ_CHECK(!params_.empty(), ErrorCode::kInvalidArgument,
               "Trainer: the model has no trainable parameters (no adapter on any projection?)");
@@ -242,6 +246,7 @@ class Trainer {
 
   /// One training step on `batch`; gradients are zero again afterwards.
   TrainStep step(const BatchView& batch) {
+    ContextScope in_context(model_->context());
     batch.validate("Trainer::step");
     const auto t0 = std::chrono::steady_clock::now();
     OwnedBatch trimmed;
@@ -300,6 +305,7 @@ class Trainer {
 
   /// Restores a state() of a trainer over the same model configuration.
   void load_state(const TrainerState& state) {
+    ContextScope in_context(model_->context());
     GSQ_CHECK(state.step >= 0 && state.step == state.optimizer.step, ErrorCode::kInvalidArgument,
               "Trainer::load_state: step " + std::to_string(state.step) +
                   " does not match the optimizer's step " + std::to_string(state.optimizer.step));
