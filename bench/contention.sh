@@ -12,14 +12,14 @@
 #
 #   bench/contention.sh [--build DIR] [--filter REGEX] [--reps N] [--busy N]
 #     --build   build directory holding bench/bench_model (default: build)
-#     --filter  benchmark to run (default: train_step/stories260K/int8_linear$)
+#     --filter  benchmark to run (default: ^train_step/stories260K/int8_linear/)
 #     --reps    repetitions per configuration (default: 3)
 #     --busy    number of busy processes for the loaded runs (default: 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build=build
-filter='train_step/stories260K/int8_linear$'
+filter='^train_step/stories260K/int8_linear/'
 reps=3
 busy_count=1
 while [[ $# -gt 0 ]]; do
@@ -45,16 +45,21 @@ trap stop_busy EXIT
 
 # tokens/s of one configuration: median over the repetitions.
 run() {  # run <threads|default>
-  local out
+  local out status=0
   out=$(mktemp)
   if [[ "$1" == default ]]; then
     env -u GSQ_NUM_THREADS "$bench" --benchmark_filter="$filter" --benchmark_repetitions="$reps" \
-      --benchmark_format=json > "$out" 2>/dev/null
+      --benchmark_format=json > "$out" 2>/dev/null || status=$?
   else
     GSQ_NUM_THREADS=$1 "$bench" --benchmark_filter="$filter" --benchmark_repetitions="$reps" \
-      --benchmark_format=json > "$out" 2>/dev/null
+      --benchmark_format=json > "$out" 2>/dev/null || status=$?
   fi
-  python3 - "$out" <<'EOF'
+  if [[ $status -ne 0 ]]; then
+    echo "contention.sh: bench_model failed (does --filter '$filter' match? see --benchmark_list_tests)" >&2
+    rm -f "$out"
+    return 1
+  fi
+  python3 - "$out" <<'EOF' || status=$?
 import json, statistics, sys
 runs = [b for b in json.load(open(sys.argv[1]))["benchmarks"] if b.get("run_type") == "iteration"]
 if not runs:
@@ -62,6 +67,7 @@ if not runs:
 print(f'{statistics.median(b["tokens_per_s"] for b in runs):.0f}')
 EOF
   rm -f "$out"
+  return $status
 }
 
 declare -A rate
