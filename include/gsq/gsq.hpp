@@ -1,13 +1,15 @@
 // gsq/gsq.hpp — the umbrella header: everything public in gsq.
 //
 // Layers (each a folder; a lower one never includes a higher one):
-//   core/   errors, tensors and views, memory accounting, threads, CPU features, ISA, RNG
+//   core/   errors, tensors and views, memory accounting, threads and gsq::Context, CPU
+//           features, ISA, RNG
 //   format/ storage types: GSE-INT, NF4, uniform (L4Q)
 //   quant/  quantize / dequantize / fake-quant with gradients
 //   gemm/   integer GEMM (GSE-INT × GSE-INT/NF4, packed, dispatched) and its FP32 twin
 #pragma once
 
 #include "gsq/core/config.hpp"
+#include "gsq/core/context.hpp"
 #include "gsq/core/cpu.hpp"
 #include "gsq/core/error.hpp"
 #include "gsq/core/isa.hpp"
