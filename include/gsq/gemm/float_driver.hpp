@@ -66,6 +66,23 @@ inline FloatTuning& float_tuning() noexcept {
 }
 
 using FloatKernelFn = void (*)(const FloatKernelParams&) noexcept;
+/// A path's packer for FP32 sources (its panel kind only); arguments as pack_lines.
+using FloatPackFn = void (*)(const float*, std::int64_t, bool, std::int64_t, std::int64_t, int,
+                             std::int64_t, std::int64_t, std::int64_t, void*) noexcept;
+
+#if GSQ_HAVE_X86_SIMD
+inline void pack_f32_avx512(const float* d, std::int64_t st, bool tr, std::int64_t first,
+                            std::int64_t count, int width, std::int64_t k, std::int64_t s0,
+                            std::int64_t s1, void* out) noexcept {
+  kernels::f32_avx512::pack_f32(d, st, tr, first, count, width, k, s0, s1, static_cast<float*>(out));
+}
+inline void pack_pairs_avx512(const float* d, std::int64_t st, bool tr, std::int64_t first,
+                              std::int64_t count, int width, std::int64_t k, std::int64_t s0,
+                              std::int64_t s1, void* out) noexcept {
+  kernels::bf16_avx512::pack_pairs(d, st, tr, first, count, width, k, s0, s1,
+                                   static_cast<std::uint32_t*>(out));
+}
+#endif
 
 /// One float path: kernel, tile shape, panel kind, and whether it runs flush-to-zero.
 struct FloatPath {
@@ -76,6 +93,7 @@ struct FloatPath {
   int nr_wide = 0;
   int nr_narrow = 0;
   bool flush_to_zero = false;
+  FloatPackFn pack = nullptr;  // FP32 sources; null: detail::pack_lines
 };
 
 inline FloatPath float_path(Isa isa, bool bf16_product) noexcept {
@@ -86,12 +104,13 @@ inline FloatPath float_path(Isa isa, bool bf16_product) noexcept {
     case Isa::kAvx512Vnni:
       if (bf16_product && cpu_features().avx512_bf16)
         return {"avx512_bf16", &kernels::bf16_avx512::gemm_kernel, FloatKind::kBf16Pairs,
-                kernels::bf16_avx512::kMr, 32, 16, true};
+                kernels::bf16_avx512::kMr, 32, 16, true, &pack_pairs_avx512};
       return {"avx512", &kernels::f32_avx512::gemm_kernel, kind, kernels::f32_avx512::kMr,
-              kernels::f32_avx512::kNrWide, kernels::f32_avx512::kNrNarrow, bf16_product};
+              kernels::f32_avx512::kNrWide, kernels::f32_avx512::kNrNarrow, bf16_product,
+              bf16_product ? nullptr : &pack_f32_avx512};
     case Isa::kAvx2:
       return {"avx2", &kernels::f32_avx2::gemm_kernel, kind, kernels::f32_avx2::kMr,
-              kernels::f32_avx2::kNrWide, kernels::f32_avx2::kNrNarrow, bf16_product};
+              kernels::f32_avx2::kNrWide, kernels::f32_avx2::kNrNarrow, bf16_product, nullptr};
     case Isa::kReference: break;
   }
 #else
@@ -170,6 +189,19 @@ void run_float_gemm(const OpView<TA>& a, const OpView<TB>& b, std::int64_t m, st
   base.alpha = options.alpha;
   base.accumulate = options.accumulate;
 
+  // The path's vectorised packer for FP32 sources, else the portable one.
+  auto pack = [&](const auto& x, std::int64_t first, std::int64_t count, int width,
+                  std::int64_t s0, std::int64_t s1, void* dst) {
+    using T = std::remove_cv_t<std::remove_reference_t<decltype(*x.data)>>;
+    if constexpr (std::is_same_v<T, float>) {
+      if (path.pack != nullptr) {
+        path.pack(x.data, x.stride, x.transposed, first, count, width, k, s0, s1, dst);
+        return;
+      }
+    }
+    pack_lines(x, first, count, width, k, s0, s1, kind, dst);
+  };
+
   parallel_for_chunks(std::min(units, threads), 1, [&](std::int64_t, std::int64_t) {
     ScopedFlushToZero ftz(path.flush_to_zero);
     Workspace& ws = thread_workspace();
@@ -199,7 +231,7 @@ void run_float_gemm(const OpView<TA>& a, const OpView<TB>& b, std::int64_t m, st
             for (std::int64_t t = pack_from; t < r1; ++t) {
               const std::int64_t rows = std::min<std::int64_t>(mr, m - t * mr);
               auto* dst = static_cast<std::uint32_t*>(a_packed) + (t - pack_from) * tile_units;
-              pack_lines(a, t * mr, rows, mr, k, 0, pack_total, kind, dst);
+              pack(a, t * mr, rows, mr, 0, pack_total, dst);
             }
             cached_t0 = direct ? -1 : pack_from;
             cached_t1 = direct ? -1 : r1;
@@ -216,7 +248,7 @@ void run_float_gemm(const OpView<TA>& a, const OpView<TB>& b, std::int64_t m, st
               b_block = reserve(ws.bf16_b, kb * nr);
             else
               b_block = reserve(ws.f32_b, kb * step_mul * nr);
-            pack_lines(b, n0, n_valid, nr, k, s0, s1, kind, b_block);
+            pack(b, n0, n_valid, nr, s0, s1, b_block);
             FloatKernelParams kp = base;
             kp.b = b_block;
             kp.steps = (s1 - s0) * step_mul;

@@ -13,11 +13,13 @@
 #if GSQ_HAVE_X86_SIMD
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
 #include "gsq/core/target.hpp"
 #include "gsq/gemm/float_pack.hpp"
+#include "gsq/gemm/kernels/f32_avx512.hpp"
 
 GSQ_TARGET_BEGIN_AVX512_BF16
 GSQ_NAMESPACE_BEGIN
@@ -75,6 +77,62 @@ inline void run_tiles(const FloatKernelParams& p) noexcept {
                          : _mm512_mul_ps(alpha, r[i][j]);
         _mm512_mask_storeu_ps(c + j * 16, cmask[j], out);
       }
+    }
+  }
+}
+
+/// 32 floats → 16 bf16 pairs (element 2i low, 2i+1 high), rounded to nearest even with
+/// subnormal results flushed to ±0: the values of detail::bf16_operand.
+GSQ_ALWAYS_INLINE __m512i to_pairs(__m512 lo, __m512 hi) noexcept {
+  const __m512i v = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+  const __mmask32 normal = _mm512_test_epi16_mask(v, _mm512_set1_epi16(0x7F80));
+  return _mm512_mask_blend_epi16(normal, _mm512_and_si512(v, _mm512_set1_epi16(static_cast<short>(0x8000))), v);
+}
+
+/// kBf16Pairs panels from an FP32 operand (the layout and values of detail::pack_lines).
+inline void pack_pairs(const float* data, std::int64_t stride, bool transposed, std::int64_t first,
+                       std::int64_t count, int width, std::int64_t k_total, std::int64_t s0,
+                       std::int64_t s1, std::uint32_t* out) noexcept {
+  using f32_avx512::column_mask;
+  const std::int64_t steps = s1 - s0;
+  if (transposed) {  // k row 2s and 2s+1, lines contiguous: interleave the two rows
+    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                                23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    for (std::int64_t s = 0; s < steps; ++s) {
+      const std::int64_t k = 2 * (s0 + s);
+      const float* even = data + k * stride + first;
+      for (int i0 = 0; i0 < width; i0 += 16) {
+        const __mmask16 m = column_mask(static_cast<int>(count) - i0);
+        const __m512 e = _mm512_maskz_loadu_ps(m, even + i0);
+        const __m512 o = k + 1 < k_total ? _mm512_maskz_loadu_ps(m, even + stride + i0) : _mm512_setzero_ps();
+        // [e0..e15 | o0..o15] as bf16, then (e_i, o_i) pairs.
+        const __m512i words = to_pairs(e, o);
+        const __m512i pairs = _mm512_permutexvar_epi16(interleave, words);
+        _mm512_mask_storeu_epi32(out + s * width + i0, column_mask(width - i0), pairs);
+      }
+    }
+    return;
+  }
+  for (int i0 = 0; i0 < width; i0 += 16) {
+    const __mmask16 w = column_mask(width - i0);
+    for (std::int64_t sb = 0; sb < steps; sb += 16) {
+      const std::int64_t k0 = 2 * (s0 + sb);  // first k of these 16 pairs
+      const __mmask16 m_lo = column_mask(static_cast<int>(std::min<std::int64_t>(16, k_total - k0)));
+      const __mmask16 m_hi = column_mask(static_cast<int>(std::min<std::int64_t>(16, k_total - k0 - 16)));
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i) {
+        if (i0 + i >= count) {
+          r[i] = _mm512_setzero_ps();
+          continue;
+        }
+        const float* src = data + (first + i0 + i) * stride + k0;
+        r[i] = _mm512_castsi512_ps(to_pairs(_mm512_maskz_loadu_ps(m_lo, src),
+                                            _mm512_maskz_loadu_ps(m_hi, src + 16)));
+      }
+      f32_avx512::transpose16(r);
+      const std::int64_t n = std::min<std::int64_t>(16, steps - sb);
+      for (std::int64_t s = 0; s < n; ++s)
+        _mm512_mask_storeu_epi32(out + (sb + s) * width + i0, w, _mm512_castps_si512(r[s]));
     }
   }
 }

@@ -13,6 +13,7 @@
 #if GSQ_HAVE_X86_SIMD
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "gsq/core/target.hpp"
@@ -82,6 +83,66 @@ inline void run_tiles(const FloatKernelParams& p) noexcept {
       a += ks;
     }
     store_tile<MR, NV>(p, r, t, acc_tile, cmask);
+  }
+}
+
+/// 16 × 16 transpose of r (rows ↔ lanes), in place.
+GSQ_ALWAYS_INLINE void transpose16(__m512 (&r)[16]) noexcept {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  // r[4g + c], 128-bit lane j: element 4j + c of rows 4g..4g+3.
+  for (int c = 0; c < 4; ++c) {
+    const __m512 a0 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88);
+    const __m512 a1 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xDD);
+    const __m512 b0 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88);
+    const __m512 b1 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xDD);
+    t[c] = _mm512_shuffle_f32x4(a0, b0, 0x88);
+    t[8 + c] = _mm512_shuffle_f32x4(a0, b0, 0xDD);
+    t[4 + c] = _mm512_shuffle_f32x4(a1, b1, 0x88);
+    t[12 + c] = _mm512_shuffle_f32x4(a1, b1, 0xDD);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+/// kF32 panels from an FP32 operand (the same layout and values as detail::pack_lines):
+/// lines contiguous in k are transposed 16 × 16 in registers; steps contiguous across
+/// lines are copied with masked loads. Lines past `count` and steps past k are zero.
+inline void pack_f32(const float* data, std::int64_t stride, bool transposed, std::int64_t first,
+                     std::int64_t count, int width, std::int64_t k_total, std::int64_t s0,
+                     std::int64_t s1, float* out) noexcept {
+  const std::int64_t steps = s1 - s0;
+  if (transposed) {  // step s of the lines is data[s·stride + first .. + count)
+    for (std::int64_t s = 0; s < steps; ++s) {
+      const float* src = data + (s0 + s) * stride + first;
+      for (int i0 = 0; i0 < width; i0 += 16) {
+        const __mmask16 m = column_mask(static_cast<int>(count) - i0);
+        const __mmask16 w = column_mask(width - i0);
+        _mm512_mask_storeu_ps(out + s * width + i0, w, _mm512_maskz_loadu_ps(m, src + i0));
+      }
+    }
+    return;
+  }
+  for (int i0 = 0; i0 < width; i0 += 16) {
+    const __mmask16 w = column_mask(width - i0);
+    for (std::int64_t sb = 0; sb < steps; sb += 16) {
+      const __mmask16 km = column_mask(static_cast<int>(std::min<std::int64_t>(16, k_total - s0 - sb)));
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i)
+        r[i] = i0 + i < count ? _mm512_maskz_loadu_ps(km, data + (first + i0 + i) * stride + s0 + sb)
+                              : _mm512_setzero_ps();
+      transpose16(r);
+      const std::int64_t n = std::min<std::int64_t>(16, steps - sb);
+      for (std::int64_t s = 0; s < n; ++s) _mm512_mask_storeu_ps(out + (sb + s) * width + i0, w, r[s]);
+    }
   }
 }
 
