@@ -1,4 +1,4 @@
-// bench_gemm — gsq's integer GEMM against FP32 Eigen and oneDNN (f32, bf16, s8) in one run.
+// bench_gemm — gsq's integer and float GEMMs against Eigen and oneDNN (f32, bf16, s8) in one run.
 //
 // Names: <impl>/<M>/<N>/<K>/<threads>; counters GOPS (2·M·N·K / wall s / 1e9), GOPS_cpu
 // (the same over process CPU seconds / threads: excludes preemption on a shared machine)
@@ -12,8 +12,14 @@
 //   nf4_a8_g32            B stored NF4 [N, K], decoded and regrouped in packing, nothing prepacked
 //   nf4t_a8_g32           the same kind of NF4 weight stored [K, N] and used transposed
 //                         (dX = dY·W): B = Wᵀ regrouped along W's rows
-//   eigen_f32             gsq::gemm::gemm_f32 (Eigen)
-//   onednn_f32 / onednn_bf16 / onednn_s8 (u8·s8 → s32)   weights prepacked (format any)
+//   onednn_s8 (u8·s8 → s32)   weights prepacked (format any)
+// Float rows (C = op(A)·op(B); the layout suffix says which operands are transposed as
+// stored: none = A·Bᵀ (X·Wᵀ, logits), _nn = A·B (dX = dY·W), _tn = Aᵀ·B (dW = dYᵀ·X)),
+// pct_peak against the FP32 FMA or BF16 vdpbf16ps peak measured at start-up:
+//   f32                   gsq::gemm::gemm_f32 (gsq's kernels, both operands packed per call)
+//   bf16                  gsq::gemm::gemm_bf16 (FP32 operands rounded to bf16 in packing)
+//   eigen_f32             Eigen compiled with -mavx512f -mfma in its own TU (eigen_baseline.cpp)
+//   onednn_f32 / onednn_bf16   oneDNN matmul, weights prepacked (format any): its best case
 // The machine is shared while developing: compare ratios within one run.
 #include <benchmark/benchmark.h>
 
@@ -32,6 +38,8 @@
 #include "gsq/core/parallel.hpp"
 #include "gsq/core/rng.hpp"
 #include "gsq/core/target.hpp"
+#include "eigen_baseline.hpp"
+#include "gsq/gemm/f32.hpp"
 #include "gsq/gemm/gemm.hpp"
 #include "gsq/quant/gse.hpp"
 #include "gsq/quant/nf4.hpp"
@@ -108,6 +116,79 @@ double measure_vnni_peak() {
 
 double g_vnni_peak = 0.0;  // GOPS per core
 
+// ---- FP32 FMA and BF16 vdpbf16ps peaks: independent chains, no loads -----------------
+#if GSQ_HAVE_X86_SIMD
+#define GSQ_BENCH_FMA(x) __asm__("vfmadd231ps %2, %1, %0" : "+v"(x) : "v"(a), "v"(b))
+GSQ_TARGET_ATTR_AVX512 float fma_micro_loop(std::int64_t iterations) {
+  const __m512 a = _mm512_set1_ps(1.0f), b = _mm512_set1_ps(1e-8f);
+  __m512 x0 = a, x1 = b, x2 = a, x3 = b, x4 = a, x5 = b, x6 = a, x7 = b;
+  __m512 x8 = a, x9 = b, x10 = a, x11 = b, x12 = a, x13 = b, x14 = a, x15 = b;
+  for (std::int64_t it = 0; it < iterations; ++it) {
+    GSQ_BENCH_FMA(x0); GSQ_BENCH_FMA(x1); GSQ_BENCH_FMA(x2); GSQ_BENCH_FMA(x3);
+    GSQ_BENCH_FMA(x4); GSQ_BENCH_FMA(x5); GSQ_BENCH_FMA(x6); GSQ_BENCH_FMA(x7);
+    GSQ_BENCH_FMA(x8); GSQ_BENCH_FMA(x9); GSQ_BENCH_FMA(x10); GSQ_BENCH_FMA(x11);
+    GSQ_BENCH_FMA(x12); GSQ_BENCH_FMA(x13); GSQ_BENCH_FMA(x14); GSQ_BENCH_FMA(x15);
+  }
+  const __m512 s = _mm512_add_ps(
+      _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(x0, x1), _mm512_add_ps(x2, x3)),
+                    _mm512_add_ps(_mm512_add_ps(x4, x5), _mm512_add_ps(x6, x7))),
+      _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(x8, x9), _mm512_add_ps(x10, x11)),
+                    _mm512_add_ps(_mm512_add_ps(x12, x13), _mm512_add_ps(x14, x15))));
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, s);
+  float sum = 0;
+  for (int i = 0; i < 16; ++i) sum += lanes[i];
+  return sum;
+}
+#undef GSQ_BENCH_FMA
+#define GSQ_BENCH_DPBF16(x) __asm__("vdpbf16ps %2, %1, %0" : "+v"(x) : "v"(a), "v"(b))
+GSQ_TARGET_ATTR_AVX512_BF16 float dpbf16_micro_loop(std::int64_t iterations) {
+  const __m512 a = _mm512_set1_ps(1.0f), b = _mm512_set1_ps(1e-8f);
+  __m512 x0 = a, x1 = b, x2 = a, x3 = b, x4 = a, x5 = b, x6 = a, x7 = b;
+  __m512 x8 = a, x9 = b, x10 = a, x11 = b, x12 = a, x13 = b, x14 = a, x15 = b;
+  for (std::int64_t it = 0; it < iterations; ++it) {
+    GSQ_BENCH_DPBF16(x0); GSQ_BENCH_DPBF16(x1); GSQ_BENCH_DPBF16(x2); GSQ_BENCH_DPBF16(x3);
+    GSQ_BENCH_DPBF16(x4); GSQ_BENCH_DPBF16(x5); GSQ_BENCH_DPBF16(x6); GSQ_BENCH_DPBF16(x7);
+    GSQ_BENCH_DPBF16(x8); GSQ_BENCH_DPBF16(x9); GSQ_BENCH_DPBF16(x10); GSQ_BENCH_DPBF16(x11);
+    GSQ_BENCH_DPBF16(x12); GSQ_BENCH_DPBF16(x13); GSQ_BENCH_DPBF16(x14); GSQ_BENCH_DPBF16(x15);
+  }
+  const __m512 s = _mm512_add_ps(
+      _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(x0, x1), _mm512_add_ps(x2, x3)),
+                    _mm512_add_ps(_mm512_add_ps(x4, x5), _mm512_add_ps(x6, x7))),
+      _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(x8, x9), _mm512_add_ps(x10, x11)),
+                    _mm512_add_ps(_mm512_add_ps(x12, x13), _mm512_add_ps(x14, x15))));
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, s);
+  float sum = 0;
+  for (int i = 0; i < 16; ++i) sum += lanes[i];
+  return sum;
+}
+#undef GSQ_BENCH_DPBF16
+#endif
+
+/// GFLOPS per core of 512-bit FMA (32 flops per instruction), or of vdpbf16ps (64), or 0.
+double measure_float_peak(bool bf16) {
+#if GSQ_HAVE_X86_SIMD
+  if (!gsq::is_isa_supported(gsq::Isa::kAvx512Vnni)) return 0.0;
+  if (bf16 && !gsq::cpu_features().avx512_bf16) return 0.0;
+  const std::int64_t iterations = 1'000'000;
+  double best = 1e30;
+  for (int rep = 0; rep < 40; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    benchmark::DoNotOptimize(bf16 ? dpbf16_micro_loop(iterations) : fma_micro_loop(iterations));
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::min(best, dt);
+  }
+  return static_cast<double>(iterations) * 16 * (bf16 ? 64 : 32) / best / 1e9;
+#else
+  (void)bf16;
+  return 0.0;
+#endif
+}
+
+double g_f32_peak = 0.0;   // GFLOPS per core
+double g_bf16_peak = 0.0;  // GFLOPS per core
+
 double process_cpu_seconds() {
   timespec t{};
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
@@ -116,7 +197,7 @@ double process_cpu_seconds() {
 
 /// Runs `body` in the timing loop and reports GOPS and pct_peak.
 void run_timed(benchmark::State& state, const Shape& s, int threads,
-               const std::function<void()>& body) {
+               const std::function<void()>& body, double peak_per_core = g_vnni_peak) {
   body();  // warm-up: workspaces, first-touch
   const double c0 = process_cpu_seconds();
   const auto t0 = std::chrono::steady_clock::now();
@@ -133,11 +214,11 @@ void run_timed(benchmark::State& state, const Shape& s, int threads,
   // Busy-time rate: process CPU seconds shared by the threads. On a loaded machine this
   // leaves out time the threads were preempted (wall time does not).
   state.counters["GOPS_cpu"] = ops / (cpu / threads) / 1e9;
-  if (g_vnni_peak > 0) state.counters["pct_peak"] = 100.0 * gops / (g_vnni_peak * threads);
+  if (peak_per_core > 0) state.counters["pct_peak"] = 100.0 * gops / (peak_per_core * threads);
 }
 
 // ---- gsq -----------------------------------------------------------------------------
-enum class Impl { kGse8G32, kGse8G32Prepacked, kGse8G128, kGseA8W4G32, kQcd8G32, kNf4, kNf4T, kEigen };
+enum class Impl { kGse8G32, kGse8G32Prepacked, kGse8G128, kGseA8W4G32, kQcd8G32, kNf4, kNf4T };
 
 void bench_gsq(benchmark::State& state, Impl impl, Shape s, int threads) {
   set_threads(threads);
@@ -183,16 +264,65 @@ void bench_gsq(benchmark::State& state, Impl impl, Shape s, int threads) {
       body = [&] { gsq::gemm::gemm_nt(a, gsq::gemm::BOperand::nf4_transposed(w, b_spec), c.view()); };
       break;
     }
-    case Impl::kEigen: {
-      static Tensor<float> wf;
-      wf = random_tensor(s.n, s.k, 2, 0.02f);
-      body = [&] { gsq::gemm::gemm_f32(x.view(), false, wf.view(), true, c.view()); };
-      break;
-    }
   }
   run_timed(state, s, threads, body);
-  if (impl != Impl::kEigen)
-    state.SetLabel(std::string(gsq::isa_name(gsq::gemm::active_isa())));
+  state.SetLabel(std::string(gsq::isa_name(gsq::gemm::active_isa())));
+  set_threads(0);
+}
+
+// ---- float products ------------------------------------------------------------------
+struct FloatShape {
+  std::int64_t m, n, k;
+  bool ta, tb;  // A stored [k, m] / B stored [n, k]
+};
+// 512×2048×2048 and the shapes of a d2048 LoRA step (1024 tokens, rank 16, vocab 32000).
+const FloatShape kFloatShapes[] = {
+    {512, 2048, 2048, false, true},    // X·Wᵀ
+    {512, 2048, 2048, false, false},   // dX = dY·W
+    {2048, 2048, 512, true, false},    // dW = dYᵀ·X
+    {1024, 16, 2048, false, true},     // LoRA X·Aᵀ
+    {1024, 2048, 16, false, true},     // LoRA H·Bᵀ
+    {1024, 16, 2048, false, false},    // LoRA dY·B
+    {16, 2048, 1024, true, false},     // LoRA dHᵀ·X
+    {2048, 16, 1024, true, false},     // LoRA dYᵀ·H
+    {512, 32000, 2048, false, true},   // classifier logits H·Wᵀ
+    {512, 2048, 32000, false, false},  // classifier dH = dlogits·W
+    {32000, 2048, 512, true, false},   // classifier dW = dlogitsᵀ·H
+};
+
+std::string float_layout(const FloatShape& s) {
+  if (!s.ta && s.tb) return "";
+  return std::string("_") + (s.ta ? "t" : "n") + (s.tb ? "t" : "n");
+}
+
+enum class FloatImpl { kF32, kBf16, kEigen };
+
+void bench_float(benchmark::State& state, FloatImpl impl, FloatShape s, int threads) {
+  if (impl == FloatImpl::kEigen && !gsq::cpu_features().has_avx512_path()) {
+    state.SkipWithError("eigen_f32 is built for AVX-512, which this CPU lacks");
+    return;
+  }
+  set_threads(threads);
+  const Tensor<float> a = s.ta ? random_tensor(s.k, s.m, 1, 1.0f) : random_tensor(s.m, s.k, 1, 1.0f);
+  const Tensor<float> b = s.tb ? random_tensor(s.n, s.k, 2, 0.02f) : random_tensor(s.k, s.n, 2, 0.02f);
+  Tensor<float> c({s.m, s.n}, gsq::MemoryCategory::kScratch);
+  std::function<void()> body;
+  switch (impl) {
+    case FloatImpl::kF32:
+      body = [&] { gsq::gemm::gemm_f32(a.view(), s.ta, b.view(), s.tb, c.view()); };
+      break;
+    case FloatImpl::kBf16:
+      body = [&] { gsq::gemm::gemm_bf16(a.view(), s.ta, b.view(), s.tb, c.view()); };
+      break;
+    case FloatImpl::kEigen:
+      body = [&] {
+        gsq_bench::eigen_gemm_f32(a.data(), s.ta, b.data(), s.tb, c.data(), s.m, s.n, s.k, threads);
+      };
+      break;
+  }
+  const bool bf16_peak = impl == FloatImpl::kBf16 && gsq::cpu_features().avx512_bf16;
+  run_timed(state, {s.m, s.n, s.k}, threads, body, bf16_peak ? g_bf16_peak : g_f32_peak);
+  if (impl != FloatImpl::kEigen) state.SetLabel(gsq::gemm::active_float_path());
   set_threads(0);
 }
 
@@ -200,7 +330,8 @@ void bench_gsq(benchmark::State& state, Impl impl, Shape s, int threads) {
 #if defined(GSQ_BENCH_HAVE_ONEDNN)
 enum class DnnlKind { kF32, kBf16, kS8 };
 
-void bench_onednn(benchmark::State& state, DnnlKind kind, Shape s, int threads) {
+void bench_onednn(benchmark::State& state, DnnlKind kind, Shape s, int threads,
+                  bool transpose_a = false) {
   using dnnl::memory;
   set_threads(threads);
   dnnl::engine eng(dnnl::engine::kind::cpu, 0);
@@ -210,7 +341,8 @@ void bench_onednn(benchmark::State& state, DnnlKind kind, Shape s, int threads) 
   const memory::data_type wei_dt = kind == DnnlKind::kF32 ? memory::data_type::f32
                             : kind == DnnlKind::kBf16 ? memory::data_type::bf16 : memory::data_type::s8;
   const memory::data_type dst_dt = kind == DnnlKind::kS8 ? memory::data_type::s32 : memory::data_type::f32;
-  const memory::desc src_md({s.m, s.k}, src_dt, memory::format_tag::ab);
+  const memory::desc src_md({s.m, s.k}, src_dt,
+                            transpose_a ? memory::format_tag::ba : memory::format_tag::ab);
   const memory::desc wei_any({s.k, s.n}, wei_dt, memory::format_tag::any);
   const memory::desc wei_user({s.k, s.n}, wei_dt, memory::format_tag::ba);  // stored [N, K]
   const memory::desc dst_md({s.m, s.n}, dst_dt, memory::format_tag::ab);
@@ -226,10 +358,11 @@ void bench_onednn(benchmark::State& state, DnnlKind kind, Shape s, int threads) 
   dnnl::reorder(wei, wei_packed).execute(strm, wei, wei_packed);
   strm.wait();
   dnnl::matmul mm(pd);
+  const double peak = kind == DnnlKind::kS8 ? g_vnni_peak : kind == DnnlKind::kBf16 ? g_bf16_peak : g_f32_peak;
   run_timed(state, s, threads, [&] {
     mm.execute(strm, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei_packed}, {DNNL_ARG_DST, dst}});
     strm.wait();
-  });
+  }, peak);
   set_threads(0);
 }
 #endif
@@ -251,8 +384,7 @@ void register_all() {
   const GsqImpl gsq_impls[] = {{"gse8_g32", Impl::kGse8G32},       {"gse8_g32_prepacked", Impl::kGse8G32Prepacked},
                                {"gse8_g128", Impl::kGse8G128},
                                {"gse_a8w4_g32", Impl::kGseA8W4G32}, {"qcd8_g32", Impl::kQcd8G32},
-                               {"nf4_a8_g32", Impl::kNf4},          {"nf4t_a8_g32", Impl::kNf4T},
-                               {"eigen_f32", Impl::kEigen}};
+                               {"nf4_a8_g32", Impl::kNf4},          {"nf4t_a8_g32", Impl::kNf4T}};
   for (const Shape& s : kShapes) {
     for (int threads : {1, 2}) {
       auto name = [&](const char* impl) {
@@ -262,10 +394,28 @@ void register_all() {
       for (const GsqImpl& g : gsq_impls)
         add_statistics(benchmark::RegisterBenchmark(name(g.name).c_str(), bench_gsq, g.impl, s, threads));
 #if defined(GSQ_BENCH_HAVE_ONEDNN)
-      const std::pair<const char*, DnnlKind> dnnl_impls[] = {
-          {"onednn_f32", DnnlKind::kF32}, {"onednn_bf16", DnnlKind::kBf16}, {"onednn_s8", DnnlKind::kS8}};
+      add_statistics(benchmark::RegisterBenchmark(name("onednn_s8").c_str(), bench_onednn,
+                                                  DnnlKind::kS8, s, threads, false));
+#endif
+    }
+  }
+  for (const FloatShape& s : kFloatShapes) {
+    for (int threads : {1, 2}) {
+      auto name = [&](const char* impl) {
+        return std::string(impl) + float_layout(s) + "/" + std::to_string(s.m) + "/" +
+               std::to_string(s.n) + "/" + std::to_string(s.k) + "/" + std::to_string(threads);
+      };
+      const std::pair<const char*, FloatImpl> float_impls[] = {
+          {"f32", FloatImpl::kF32}, {"bf16", FloatImpl::kBf16}, {"eigen_f32", FloatImpl::kEigen}};
+      for (const auto& [n, impl] : float_impls)
+        add_statistics(benchmark::RegisterBenchmark(name(n).c_str(), bench_float, impl, s, threads));
+#if defined(GSQ_BENCH_HAVE_ONEDNN)
+      // oneDNN's weights are B as stored [n, k] or [k, n]; prepacked either way.
+      const std::pair<const char*, DnnlKind> dnnl_impls[] = {{"onednn_f32", DnnlKind::kF32},
+                                                             {"onednn_bf16", DnnlKind::kBf16}};
       for (const auto& [n, k] : dnnl_impls)
-        add_statistics(benchmark::RegisterBenchmark(name(n).c_str(), bench_onednn, k, s, threads));
+        add_statistics(benchmark::RegisterBenchmark(name(n).c_str(), bench_onednn, k,
+                                                    Shape{s.m, s.n, s.k}, threads, s.ta));
 #endif
     }
   }
@@ -278,6 +428,11 @@ int main(int argc, char** argv) {
   g_vnni_peak = measure_vnni_peak();
   benchmark::AddCustomContext("gsq_gemm_isa", std::string(gsq::isa_name(gsq::selected_isa())));
   benchmark::AddCustomContext("vnni_peak_gops_per_core", std::to_string(g_vnni_peak));
+  g_f32_peak = measure_float_peak(false);
+  g_bf16_peak = measure_float_peak(true);
+  benchmark::AddCustomContext("f32_fma_peak_gflops_per_core", std::to_string(g_f32_peak));
+  benchmark::AddCustomContext("bf16_dpbf16_peak_gflops_per_core", std::to_string(g_bf16_peak));
+  benchmark::AddCustomContext("eigen_baseline_simd", gsq_bench::eigen_simd_instruction_sets());
   benchmark::AddCustomContext("cpu_features", gsq::cpu_features().to_string());
   register_all();
   benchmark::Initialize(&argc, argv);

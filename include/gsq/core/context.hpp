@@ -50,6 +50,12 @@ struct GemmTuning {
   /// front (thin K, thin N): then tiles run outermost, C is written row by row and no
   /// k-blocking is needed.
   std::atomic<std::int64_t> resident_bytes{256 << 10};
+  /// Float engine (gemm/float_driver.hpp): k steps per packed B block,
+  std::atomic<std::int64_t> float_block_steps{256};
+  /// packed A bytes per row block,
+  std::atomic<std::int64_t> float_a_block_bytes{4 << 20};
+  /// and the M·N·K below which a product runs on one thread.
+  std::atomic<std::int64_t> float_serial_macs{1 << 21};
 };
 
 namespace detail {

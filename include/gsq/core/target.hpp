@@ -19,6 +19,10 @@
 // AVX-512 with VNNI (Ice Lake, Zen 4 and later): F, BW, VL, DQ, CD + VNNI.
 #define GSQ_TARGET_AVX512_STRING \
   "avx2,fma,bmi,bmi2,lzcnt,popcnt,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512cd,avx512vnni"
+// The AVX-512 region plus AVX512_BF16 (vdpbf16ps; Cooper Lake, Sapphire Rapids, Zen 4);
+// only code run after checking CpuFeatures::avx512_bf16 lives in it.
+#define GSQ_TARGET_AVX512_BF16_STRING \
+  "avx2,fma,bmi,bmi2,lzcnt,popcnt,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512cd,avx512vnni,avx512bf16"
 
 #if GSQ_HAVE_X86_SIMD
 // Two levels so the target string macro is expanded before it is stringified.
@@ -29,6 +33,8 @@
   GSQ_DETAIL_PRAGMA(clang attribute push(__attribute__((target(GSQ_TARGET_AVX2_STRING))), apply_to = function))
 #define GSQ_TARGET_BEGIN_AVX512 \
   GSQ_DETAIL_PRAGMA(clang attribute push(__attribute__((target(GSQ_TARGET_AVX512_STRING))), apply_to = function))
+#define GSQ_TARGET_BEGIN_AVX512_BF16 \
+  GSQ_DETAIL_PRAGMA(clang attribute push(__attribute__((target(GSQ_TARGET_AVX512_BF16_STRING))), apply_to = function))
 #define GSQ_TARGET_END _Pragma("clang attribute pop")
 #else
 // GCC 12.2 reports -W(maybe-)uninitialized inside its own AVX-512 intrinsics (their
@@ -45,9 +51,13 @@
 #define GSQ_TARGET_BEGIN_AVX512 \
   _Pragma("GCC push_options") GSQ_DETAIL_PRAGMA(GCC target(GSQ_TARGET_AVX512_STRING)) \
   GSQ_DETAIL_GCC_REGION_DIAGNOSTICS
+#define GSQ_TARGET_BEGIN_AVX512_BF16 \
+  _Pragma("GCC push_options") GSQ_DETAIL_PRAGMA(GCC target(GSQ_TARGET_AVX512_BF16_STRING)) \
+  GSQ_DETAIL_GCC_REGION_DIAGNOSTICS
 #define GSQ_TARGET_END _Pragma("GCC diagnostic pop") _Pragma("GCC pop_options")
 #endif
 // For a single function or lambda outside a region.
 #define GSQ_TARGET_ATTR_AVX2 __attribute__((target(GSQ_TARGET_AVX2_STRING)))
 #define GSQ_TARGET_ATTR_AVX512 __attribute__((target(GSQ_TARGET_AVX512_STRING)))
+#define GSQ_TARGET_ATTR_AVX512_BF16 __attribute__((target(GSQ_TARGET_AVX512_BF16_STRING)))
 #endif

@@ -1,71 +1,77 @@
-// gsq/gemm/f32.hpp — the FP32 twin of the integer GEMM, on Eigen.
+// gsq/gemm/f32.hpp — floating-point products: gemm_f32 and gemm_bf16 (BLAS semantics).
 //
-// DESIGN.md: an FP32 path with the same API is the reference every integer result is
-// compared with. BLAS semantics: C = alpha·op(A)·op(B) (overwrite) or
-// C += alpha·op(A)·op(B) (accumulate), op = optional transpose of a row-major view.
-// Eigen runs it on the calling thread (gsq builds Eigen without OpenMP: its thread
-// count was process-wide state, and its split changed the bits).
+// C = alpha·op(A)·op(B) (overwrite) or C = fma(alpha, op(A)·op(B), C) (accumulate),
+// op = optional transpose of a row-major view (strides allowed); the transposes are
+// handled by packing, never by a transposed copy. Both run on gsq's own engine
+// (float_driver.hpp): runtime-dispatched kernels (AVX-512 FMA, AVX-512-BF16 vdpbf16ps,
+// AVX2 FMA) and the always-compiled reference (float_reference.hpp), chosen like the
+// integer GEMM (core/isa.hpp: program, GSQ_ISA, CPUID).
+//
+// Same bits everywhere:
+//   * gemm_f32: every C element is one FMA chain in ascending k from +0, then the
+//     alpha epilogue. Reference, AVX2 and AVX-512 give identical bits, for any thread
+//     count (work is split over M and N only) and any blocking.
+//   * gemm_bf16: FP32 operands are rounded to bf16 (nearest even) in the packing step
+//     (bf16 operands are used as stored), products accumulate in FP32 by pairs of k as
+//     vdpbf16ps does (odd element then even, each rounded), in flush-to-zero mode. The
+//     reference and the FP32-kernel emulation (CPUs without AVX512_BF16) perform the
+//     same roundings, so all paths agree bit for bit (checked against the instruction on
+//     Zen 4) except where a partial sum lands within one rounding of the subnormal
+//     boundary. Identical for any thread count on every path.
+// Error against the exact product: FP32 ≈ K·2^-24·Σ|a·b|; BF16 adds the operand rounding,
+// ≈ 2·2^-9·Σ|a·b|.
 #pragma once
 
-#include <Eigen/Core>
-
 #include <cstdint>
-#include <string>
 
+#include "gsq/core/bf16.hpp"
 #include "gsq/core/config.hpp"
-#include "gsq/core/error.hpp"
-#include "gsq/core/parallel.hpp"
 #include "gsq/core/tensor.hpp"
+#include "gsq/gemm/float_driver.hpp"
+#include "gsq/gemm/float_reference.hpp"
 #include "gsq/gemm/params.hpp"
 
 GSQ_NAMESPACE_BEGIN
 namespace gemm {
 
-namespace detail {
-using RowMajorF32 = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using ConstMapF32 = Eigen::Map<const RowMajorF32, Eigen::Unaligned, Eigen::OuterStride<>>;
-using MapF32 = Eigen::Map<RowMajorF32, Eigen::Unaligned, Eigen::OuterStride<>>;
-
-inline ConstMapF32 eigen_map(MatrixView<const float> v) {
-  return {v.data(), v.rows(), v.cols(), Eigen::OuterStride<>(v.stride())};
-}
-inline MapF32 eigen_map(MatrixView<float> v) {
-  return {v.data(), v.rows(), v.cols(), Eigen::OuterStride<>(v.stride())};
-}
-}  // namespace detail
-
 /// C (+)= alpha · op(A) · op(B) in FP32, op(X) = transpose ? Xᵀ : X.
 inline void gemm_f32(MatrixView<const float> a, bool transpose_a, MatrixView<const float> b,
                      bool transpose_b, MatrixView<float> c, const GemmOptions& options = {}) {
-  const std::int64_t m = transpose_a ? a.cols() : a.rows();
-  const std::int64_t ka = transpose_a ? a.rows() : a.cols();
-  const std::int64_t kb = transpose_b ? b.cols() : b.rows();
-  const std::int64_t n = transpose_b ? b.rows() : b.cols();
-  GSQ_CHECK(ka == kb, ErrorCode::kShapeMismatch,
-            "gemm_f32: op(A) has k=" + std::to_string(ka) + " but op(B) has k=" +
-                std::to_string(kb));
-  check_shape(c, m, n, "gemm_f32: C");
-  if (m == 0 || n == 0) return;
-  auto cm = detail::eigen_map(c);
-  if (ka == 0) {
-    if (!options.accumulate) cm.setZero();
-    return;
-  }
-  const auto am = detail::eigen_map(a);
-  const auto bm = detail::eigen_map(b);
-  const float alpha = options.alpha;
-  // Four spellings so Eigen sees the transposes as expressions, never as copies.
-  if (options.accumulate) {
-    if (!transpose_a && !transpose_b) cm.noalias() += alpha * am * bm;
-    else if (transpose_a && !transpose_b) cm.noalias() += alpha * am.transpose() * bm;
-    else if (!transpose_a && transpose_b) cm.noalias() += alpha * am * bm.transpose();
-    else cm.noalias() += alpha * am.transpose() * bm.transpose();
-  } else {
-    if (!transpose_a && !transpose_b) cm.noalias() = alpha * am * bm;
-    else if (transpose_a && !transpose_b) cm.noalias() = alpha * am.transpose() * bm;
-    else if (!transpose_a && transpose_b) cm.noalias() = alpha * am * bm.transpose();
-    else cm.noalias() = alpha * am.transpose() * bm.transpose();
-  }
+  detail::float_gemm<float, float>(a, transpose_a, b, transpose_b, c, options, false, "gemm_f32");
+}
+
+/// C (+)= alpha · op(A) · op(B) with BF16 operands (FP32 ones rounded in packing) and
+/// FP32 accumulation (vdpbf16ps).
+inline void gemm_bf16(MatrixView<const float> a, bool transpose_a, MatrixView<const float> b,
+                      bool transpose_b, MatrixView<float> c, const GemmOptions& options = {}) {
+  detail::float_gemm<float, float>(a, transpose_a, b, transpose_b, c, options, true, "gemm_bf16");
+}
+inline void gemm_bf16(MatrixView<const float> a, bool transpose_a, MatrixView<const bf16> b,
+                      bool transpose_b, MatrixView<float> c, const GemmOptions& options = {}) {
+  detail::float_gemm<float, bf16>(a, transpose_a, b, transpose_b, c, options, true, "gemm_bf16");
+}
+inline void gemm_bf16(MatrixView<const bf16> a, bool transpose_a, MatrixView<const float> b,
+                      bool transpose_b, MatrixView<float> c, const GemmOptions& options = {}) {
+  detail::float_gemm<bf16, float>(a, transpose_a, b, transpose_b, c, options, true, "gemm_bf16");
+}
+inline void gemm_bf16(MatrixView<const bf16> a, bool transpose_a, MatrixView<const bf16> b,
+                      bool transpose_b, MatrixView<float> c, const GemmOptions& options = {}) {
+  detail::float_gemm<bf16, bf16>(a, transpose_a, b, transpose_b, c, options, true, "gemm_bf16");
+}
+
+/// The definition of gemm_f32 (plain loops; what GSQ_ISA=reference runs).
+inline void gemm_f32_reference(MatrixView<const float> a, bool transpose_a,
+                               MatrixView<const float> b, bool transpose_b, MatrixView<float> c,
+                               const GemmOptions& options = {}) {
+  detail::float_gemm<float, float>(a, transpose_a, b, transpose_b, c, options, false,
+                                   "gemm_f32_reference", true);
+}
+/// The definition of gemm_bf16 (plain loops; what GSQ_ISA=reference runs).
+template <class TA, class TB>
+void gemm_bf16_reference(MatrixView<const TA> a, bool transpose_a, MatrixView<const TB> b,
+                         bool transpose_b, MatrixView<float> c, const GemmOptions& options = {}) {
+  detail::float_gemm<TA, TB>(a, transpose_a, b, transpose_b, c, options, true,
+                             "gemm_bf16_reference", true);
 }
 
 }  // namespace gemm

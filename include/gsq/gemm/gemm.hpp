@@ -12,7 +12,7 @@
 //
 // B comes through a BOperand (gemm/operand.hpp): as stored, or regrouped from NF4 or a
 // transposed GSE-INT tensor in the packing step. qcd_gemm_nt quantizes an fp32 A first
-// (the QCD pattern). gemm_f32 is the FP32 twin on Eigen.
+// (the QCD pattern). gemm_f32 is the FP32 twin (gsq's float kernels, f32.hpp).
 //
 // The engine: gemm/driver.hpp (blocking, threads), gemm/pack.hpp (panel layout),
 // gemm/dispatch.hpp (paths), gemm/kernels/ (one file per ISA).

@@ -23,6 +23,10 @@ struct Workspace {
   AlignedBuffer<float> scratch;         // decode / regroup staging
   AlignedBuffer<float> absmax;          // decoded NF4 block scales (double quantization)
   GseMatrix qcd_a;                      // qcd_gemm_nt: A quantized from fp32
+  AlignedBuffer<float> f32_a;           // gemm_f32/gemm_bf16 (float_driver.hpp): packed A
+  AlignedBuffer<float> f32_b;           //   one packed B block
+  AlignedBuffer<std::uint32_t> bf16_a;  //   the same as bf16 pairs (vdpbf16ps)
+  AlignedBuffer<std::uint32_t> bf16_b;
 };
 
 /// This thread's workspace.
