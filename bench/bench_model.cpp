@@ -10,6 +10,8 @@
 //                drivers' default)
 //   int8         the same plus attention's products and the frozen classifier (a GSE-INT8
 //                copy) in W8A8G8: every product integer
+//   fp32_cached  fp32 with recompute_projections off: q/k/v, g/u and the MLP norm input
+//                cached in FP32 (what a plain FP32 LoRA step keeps)
 //   int4_linear  as int8_linear with W4A4G4 (memory falls with the bits)
 //   int8_linear_ckpt  int8_linear with activation checkpointing (recompute_blocks)
 // Models: stories260K (llama2.c .bin) and tinystories-656K (HF dir) from the shared data
@@ -82,7 +84,7 @@ std::vector<ModelSpec> model_specs() {
           {"d2048_h5632_l2_v32000", "", vocab_shape(random_shape(2048, 5632, 32, 2), 32000)}};
 }
 
-enum class Mode { kFp32, kInt8Linear, kInt8, kInt4Linear, kInt8LinearCkpt };
+enum class Mode { kFp32, kInt8Linear, kInt8, kInt4Linear, kInt8LinearCkpt, kFp32Cached };
 
 const char* mode_name(Mode m) {
   switch (m) {
@@ -91,16 +93,18 @@ const char* mode_name(Mode m) {
     case Mode::kInt8: return "int8";
     case Mode::kInt4Linear: return "int4_linear";
     case Mode::kInt8LinearCkpt: return "int8_linear_ckpt";
+    case Mode::kFp32Cached: return "fp32_cached";
   }
   return "?";
 }
 
 gsq::LlamaOptions mode_options(Mode mode) {
   const gsq::Bits bits = mode == Mode::kInt4Linear ? gsq::Bits{4, 4, 4, false, 32, 8} : gsq::Bits::w8a8g8();
-  gsq::LlamaOptions o = mode == Mode::kFp32
+  gsq::LlamaOptions o = mode == Mode::kFp32 || mode == Mode::kFp32Cached
                             ? gsq::LlamaOptions::uniform(gsq::Bits::fp32())
                             : gsq::LlamaOptions::uniform(bits, gsq::WeightFormat::kNf4);
   o.recompute_blocks = mode == Mode::kInt8LinearCkpt;
+  o.recompute_projections = mode != Mode::kFp32Cached;
   if (mode == Mode::kInt8Linear || mode == Mode::kInt4Linear || mode == Mode::kInt8LinearCkpt) {
     o.attention_bits = gsq::Bits::fp32();
     o.integer_classifier = false;
@@ -208,9 +212,10 @@ void bench_train_step(benchmark::State& state, const ModelSpec& spec, Mode mode)
 const bool kRegistered = [] {
   static const std::vector<ModelSpec> specs = model_specs();
   for (const ModelSpec& spec : specs) {
-    for (Mode mode : {Mode::kFp32, Mode::kInt8Linear, Mode::kInt8, Mode::kInt4Linear, Mode::kInt8LinearCkpt}) {
+    for (Mode mode : {Mode::kFp32, Mode::kInt8Linear, Mode::kInt8, Mode::kInt4Linear, Mode::kInt8LinearCkpt,
+                      Mode::kFp32Cached}) {
       const std::string suffix = spec.name + "/" + mode_name(mode);
-      if (mode != Mode::kInt4Linear && mode != Mode::kInt8LinearCkpt)  // same forward as int8_linear
+      if (mode == Mode::kFp32 || mode == Mode::kInt8Linear || mode == Mode::kInt8)  // the others: same forward
         benchmark::RegisterBenchmark(("forward/" + suffix).c_str(),
                                      [&spec, mode](benchmark::State& s) { bench_forward(s, spec, mode); })
             ->Unit(benchmark::kMillisecond)

@@ -170,6 +170,12 @@ class Llama {
     Tensor<float> q, k, v;  // after RoPE: [tokens, dim], [tokens, kv_dim] x 2; empty when
     bool qkv_recomputed = false;  // rebuilt in backward from q/k/v_proj's caches
     Tensor<float> input;  // recompute_blocks: the block's input, the only thing kept
+    // The rerun's block input when someone else keeps it (recompute_blocks: the kept
+    // `input`); attn_norm then keeps only 1/rms.
+    const Tensor<float>* outer_input = nullptr;
+    MatrixView<const float> block_input() const noexcept {
+      return outer_input != nullptr ? outer_input->view() : attn_norm.x.view();
+    }
     CausalAttention::Cache attention;
     RmsNorm::Cache mlp_norm;  // keeps the residual after attention (unless rebuilt)
     bool h_recomputed = false;  // that residual rebuilt in backward: x + o_proj(attention)
@@ -188,7 +194,7 @@ class Llama {
   struct Cache {
     std::vector<BlockCache> blocks;
     BlockCache work;              // recompute_blocks: the one block being (re)computed
-    Tensor<float> block_input;    // recompute_blocks: that block's input during backward
+    Tensor<float> block_input;    // recompute_blocks: the rerun's residual stream (scratch)
     RmsNorm::Cache final_norm;
     Tensor<float> hidden;  // final normed states, only when the classifier trains
     Linear::Cache classifier;  // the integer classifier's (frozen: holds nothing)
@@ -198,8 +204,7 @@ class Llama {
 
     /// Bytes of the cached tensors.
     std::int64_t bytes() const noexcept {
-      std::int64_t n = final_norm.bytes() + hidden.bytes() + classifier.bytes() + work.bytes() +
-                       block_input.bytes();
+      std::int64_t n = final_norm.bytes() + hidden.bytes() + classifier.bytes() + work.bytes();
       for (const BlockCache& b : blocks) n += b.bytes();
       return n;
     }
@@ -328,6 +333,7 @@ class Llama {
         // same code path as without checkpointing, so backward's rerun gives the same bits).
         BlockCache& kept = cache->blocks[l];
         copy_matrix(x, ensure_matrix(kept.input, tokens, config_.dim, MemoryCategory::kActivations));
+        cache->work.outer_input = &kept.input;
         block_forward(blocks_[l], x, batch, seq, &cache->work);
       } else {
         block_forward(blocks_[l], x, batch, seq, cache != nullptr ? &cache->blocks[l] : nullptr);
@@ -368,8 +374,9 @@ class Llama {
       BlockCache& kept = cache.blocks[l];
       if (kept.input.rank() == 2) {  // checkpointed: rerun the block's forward first
         MatrixView<float> x = ensure_matrix(cache.block_input, tokens, config_.dim,
-                                            MemoryCategory::kActivations);
+                                            MemoryCategory::kScratch);
         copy_matrix(kept.input.view(), x);
+        cache.work.outer_input = &kept.input;
         block_forward(blocks_[l], x, cache.batch, cache.seq, &cache.work);
         block_backward(blocks_[l], dx, cache.work);
       } else {
@@ -644,7 +651,8 @@ class Llama {
     MatrixView<float> attn = scratch(ws_.attn, tokens, d);
     MatrixView<float> tmp = scratch(ws_.tmp, tokens, d);
 
-    b.attn_norm.forward(x, normed, c != nullptr ? &c->attn_norm : nullptr);
+    b.attn_norm.forward(x, normed, c != nullptr ? &c->attn_norm : nullptr,
+                        /*keep_input=*/c == nullptr || c->outer_input == nullptr);
     SharedInput* attn_in = c != nullptr ? &c->attn_in : nullptr;
     if (attn_in != nullptr) attn_in->begin();
     project(b.q_proj, normed, q, c != nullptr ? &c->q_proj : nullptr, attn_in);
@@ -688,7 +696,7 @@ class Llama {
       MatrixView<float> o = scratch(ws_.attn, tokens, d);
       MatrixView<float> h = scratch(ws_.q, tokens, d);
       b.o_proj.recompute_forward(c.o_proj, o);
-      copy_matrix(c.attn_norm.x.view(), h);
+      copy_matrix(c.block_input(), h);
       add_into(h, o);
       b.mlp_norm.backward(dnormed, tmp, c.mlp_norm, h);
     } else {
@@ -717,7 +725,7 @@ class Llama {
     b.q_proj.backward(dq, c.q_proj, dnormed, /*accumulate_dx=*/false);
     b.k_proj.backward(dk, c.k_proj, dnormed, /*accumulate_dx=*/true);
     b.v_proj.backward(dv, c.v_proj, dnormed, /*accumulate_dx=*/true);
-    b.attn_norm.backward(dnormed, tmp, c.attn_norm);
+    b.attn_norm.backward(dnormed, tmp, c.attn_norm, c.block_input());
     add_into(dx, tmp);  // dx = ∂L/∂x
   }
 
