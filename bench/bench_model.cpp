@@ -10,6 +10,10 @@
 //                drivers' default)
 //   int8         the same plus attention's products and the frozen classifier (a GSE-INT8
 //                copy) in W8A8G8: every product integer
+//   fp32_cached  fp32 with recompute_projections off: q/k/v, g/u and the MLP norm input
+//                cached in FP32 (what a plain FP32 LoRA step keeps)
+//   int4_linear  as int8_linear with W4A4G4 (memory falls with the bits)
+//   int8_linear_ckpt  int8_linear with activation checkpointing (recompute_blocks)
 // Models: stories260K (llama2.c .bin) and tinystories-656K (HF dir) from the shared data
 // (env GSQ_DATA_DIR, else the build's GSQ_DATA_DIR; skipped when absent),
 // and random LLaMA shapes d<dim>_h<hidden>_l<layers>
@@ -17,8 +21,12 @@
 // dominate the small shapes).
 // Counters: tokens_per_s, and peak bytes per memory category in MiB once the model is
 // built (the FP32 tensors it was built from are gone by then): peak_<category>_MiB,
-// peak_total_MiB. Compare ratios within one run.
+// peak_total_MiB; cached_KiB_per_token (what forward keeps for backward: Llama::Cache::bytes
+// over batch·seq tokens); peak_rss_MiB, the process's peak resident set (getrusage) — a
+// process-wide high-water mark, so run one benchmark per process (--benchmark_filter) to
+// read it next to that benchmark's accounting. Compare ratios within one run.
 #include <benchmark/benchmark.h>
+#include <sys/resource.h>
 
 #include <cstdint>
 #include <cstdlib>
@@ -62,30 +70,42 @@ gsq::LlamaConfig random_shape(std::int64_t dim, std::int64_t hidden, std::int64_
   return c;
 }
 
+gsq::LlamaConfig vocab_shape(gsq::LlamaConfig c, std::int64_t vocab) {
+  c.vocab_size = vocab;  // a real vocabulary (LLaMA's 32000)
+  return c;
+}
+
 std::vector<ModelSpec> model_specs() {
   return {{"stories260K", "models/stories260K/stories260K.bin", {}},
           {"tinystories656K", "models/tinystories-656K", {}},
           {"d512_h1408_l4", "", random_shape(512, 1408, 8, 4)},
           {"d1024_h2816_l2", "", random_shape(1024, 2816, 16, 2)},
-          {"d2048_h5632_l1", "", random_shape(2048, 5632, 32, 1)}};
+          {"d2048_h5632_l1", "", random_shape(2048, 5632, 32, 1)},
+          {"d2048_h5632_l2_v32000", "", vocab_shape(random_shape(2048, 5632, 32, 2), 32000)}};
 }
 
-enum class Mode { kFp32, kInt8Linear, kInt8 };
+enum class Mode { kFp32, kInt8Linear, kInt8, kInt4Linear, kInt8LinearCkpt, kFp32Cached };
 
 const char* mode_name(Mode m) {
   switch (m) {
     case Mode::kFp32: return "fp32";
     case Mode::kInt8Linear: return "int8_linear";
     case Mode::kInt8: return "int8";
+    case Mode::kInt4Linear: return "int4_linear";
+    case Mode::kInt8LinearCkpt: return "int8_linear_ckpt";
+    case Mode::kFp32Cached: return "fp32_cached";
   }
   return "?";
 }
 
 gsq::LlamaOptions mode_options(Mode mode) {
-  gsq::LlamaOptions o = mode == Mode::kFp32
+  const gsq::Bits bits = mode == Mode::kInt4Linear ? gsq::Bits{4, 4, 4, false, 32, 8} : gsq::Bits::w8a8g8();
+  gsq::LlamaOptions o = mode == Mode::kFp32 || mode == Mode::kFp32Cached
                             ? gsq::LlamaOptions::uniform(gsq::Bits::fp32())
-                            : gsq::LlamaOptions::uniform(gsq::Bits::w8a8g8(), gsq::WeightFormat::kNf4);
-  if (mode == Mode::kInt8Linear) {
+                            : gsq::LlamaOptions::uniform(bits, gsq::WeightFormat::kNf4);
+  o.recompute_blocks = mode == Mode::kInt8LinearCkpt;
+  o.recompute_projections = mode != Mode::kFp32Cached;
+  if (mode == Mode::kInt8Linear || mode == Mode::kInt4Linear || mode == Mode::kInt8LinearCkpt) {
     o.attention_bits = gsq::Bits::fp32();
     o.integer_classifier = false;
   }
@@ -130,6 +150,9 @@ void report_memory(benchmark::State& state) {
         static_cast<double>(u.peak_of(category)) * kMiB;
   }
   state.counters["peak_total_MiB"] = static_cast<double>(u.total_peak) * kMiB;
+  rusage ru{};
+  if (getrusage(RUSAGE_SELF, &ru) == 0)
+    state.counters["peak_rss_MiB"] = static_cast<double>(ru.ru_maxrss) * 1024.0 * kMiB;  // KiB on Linux
 }
 
 void bench_forward(benchmark::State& state, const ModelSpec& spec, Mode mode) {
@@ -182,18 +205,21 @@ void bench_train_step(benchmark::State& state, const ModelSpec& spec, Mode mode)
       benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["loss"] = loss;
   state.counters["trainable_params"] = static_cast<double>(gsq::parameter_count(params));
+  state.counters["cached_KiB_per_token"] = static_cast<double>(cache.bytes()) / 1024.0 / static_cast<double>(tokens);
   report_memory(state);
 }
 
 const bool kRegistered = [] {
   static const std::vector<ModelSpec> specs = model_specs();
   for (const ModelSpec& spec : specs) {
-    for (Mode mode : {Mode::kFp32, Mode::kInt8Linear, Mode::kInt8}) {
+    for (Mode mode : {Mode::kFp32, Mode::kInt8Linear, Mode::kInt8, Mode::kInt4Linear, Mode::kInt8LinearCkpt,
+                      Mode::kFp32Cached}) {
       const std::string suffix = spec.name + "/" + mode_name(mode);
-      benchmark::RegisterBenchmark(("forward/" + suffix).c_str(),
-                                   [&spec, mode](benchmark::State& s) { bench_forward(s, spec, mode); })
-          ->Unit(benchmark::kMillisecond)
-          ->UseRealTime();
+      if (mode == Mode::kFp32 || mode == Mode::kInt8Linear || mode == Mode::kInt8)  // the others: same forward
+        benchmark::RegisterBenchmark(("forward/" + suffix).c_str(),
+                                     [&spec, mode](benchmark::State& s) { bench_forward(s, spec, mode); })
+            ->Unit(benchmark::kMillisecond)
+            ->UseRealTime();
       benchmark::RegisterBenchmark(("train_step/" + suffix).c_str(),
                                    [&spec, mode](benchmark::State& s) { bench_train_step(s, spec, mode); })
           ->Unit(benchmark::kMillisecond)

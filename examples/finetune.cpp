@@ -153,6 +153,11 @@ int finetune(driver::FinetuneSettings& s, const std::vector<int>& ptq_bits) {
     by_category[std::string(gsq::memory_category_name(static_cast<gsq::MemoryCategory>(k)))] =
         r.peak_by_category[static_cast<std::size_t>(k)];
   summary["peak_train_bytes_by_category"] = by_category;
+  // The process's own peak resident set (getrusage), next to gsq's accounting: it adds
+  // what gsq does not count (the program, the C++ runtime, thread stacks, the tokenizer
+  // and data set, allocator slack) and includes model loading and evaluation.
+  const std::int64_t peak_rss = driver::peak_rss_bytes();
+  summary["peak_rss_bytes"] = peak_rss;
 
   if (r.interrupted) {
     log.write({{"event", "interrupted"}, {"step", r.steps_done}, {"signal", driver::stop_requested()}});
@@ -165,6 +170,12 @@ int finetune(driver::FinetuneSettings& s, const std::vector<int>& ptq_bits) {
   std::printf("trained %lld steps in %s (%.0f tokens/s), peak training memory %s, training loss %.4f -> %.4f\n",
               static_cast<long long>(r.steps_done), driver::format_duration(r.seconds).c_str(),
               r.tokens_per_second(), driver::format_bytes(r.peak_bytes).c_str(), r.first_loss, r.final_loss);
+  std::printf("memory: gsq accounting peak %s (", driver::format_bytes(r.peak_bytes).c_str());
+  for (int k = 0; k < gsq::kMemoryCategoryCount; ++k)
+    std::printf("%s%s %s", k > 0 ? ", " : "",
+                std::string(gsq::memory_category_name(static_cast<gsq::MemoryCategory>(k))).c_str(),
+                driver::format_bytes(r.peak_by_category[static_cast<std::size_t>(k)]).c_str());
+  std::printf("); process peak RSS %s\n", driver::format_bytes(peak_rss).c_str());
   if (r.eval)
     std::printf("held-out: loss %.4f, perplexity %.3f (%s forward)\n", r.eval->mean_nll(),
                 r.eval->perplexity(), spec.bits.name().c_str());
@@ -217,6 +228,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("!--no-fp32-eval", s.fp32_eval,
                "skip the extra FP32-forward evaluation of integer-trained adapters");
+  app.add_flag("--recompute-blocks", s.recompute_blocks,
+               "activation checkpointing: keep only each block's input and rerun the block in backward "
+               "(less memory, one more forward; same adapter bits)");
   app.add_option("--ptq-bits", ptq_bits,
                  "LoRA: also evaluate the merged weights rounded to these widths (e.g. 4,3; groups of "
                  "--quant-group) — the post-training baseline L4Q is compared with")

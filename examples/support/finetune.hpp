@@ -72,6 +72,7 @@ struct FinetuneSettings {
   std::int64_t log_every = 10;
   bool resume = false;
   bool fp32_eval = true;
+  bool recompute_blocks = false;
 
   std::int64_t warmup_steps() const {
     return warmup >= 0 ? warmup : std::min<std::int64_t>(steps / 20, 100);
@@ -92,6 +93,7 @@ struct FinetuneSettings {
     a.attention_bits = parse_attention_precision(attention_precision, group);
     a.integer_classifier = int_classifier;
     a.gradient_rounding = parse_gradient_rounding(grad_rounding);
+    a.recompute_blocks = recompute_blocks;
     (void)a.options();  // validates method, rank, alpha, L4Q settings
     return a;
   }

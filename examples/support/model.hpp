@@ -111,6 +111,7 @@ struct AdapterSpec {
   std::optional<gsq::Bits> attention_bits = gsq::Bits::fp32();
   bool integer_classifier = false;
   gsq::Rounding gradient_rounding = gsq::Rounding::kNearestEven;
+  bool recompute_blocks = false;  // activation checkpointing (LlamaOptions::recompute_blocks)
 
   gsq::LlamaOptions options() const {
     gsq::LlamaOptions o = gsq::LlamaOptions::uniform(bits, base);
@@ -121,6 +122,7 @@ struct AdapterSpec {
       o.l4q.gradient_rounding = gradient_rounding;
     }
     o.target_modules = targets;
+    o.recompute_blocks = recompute_blocks;
     if (method == "lora") {
       o.adapter = gsq::ProjectionKind::kLora;
     } else if (method == "l4q") {

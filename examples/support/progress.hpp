@@ -9,6 +9,7 @@
 
 #include <gsq/core/memory.hpp>
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cinttypes>
@@ -27,6 +28,13 @@ inline std::string format_bytes(std::int64_t bytes) {
   else if (bytes >= (1 << 10)) std::snprintf(buf, sizeof buf, "%.1f KiB", b / (1 << 10));
   else std::snprintf(buf, sizeof buf, "%" PRId64 " B", bytes);
   return buf;
+}
+
+/// The process's peak resident set so far (getrusage; Linux reports KiB), 0 if unknown.
+inline std::int64_t peak_rss_bytes() {
+  rusage u{};
+  if (getrusage(RUSAGE_SELF, &u) != 0) return 0;
+  return static_cast<std::int64_t>(u.ru_maxrss) * 1024;
 }
 
 /// "1h02m", "3m07s", "12s".

@@ -1,9 +1,11 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "gsq/format/gse.hpp"
 #include "gsq/format/mx.hpp"
@@ -41,6 +43,52 @@ TEST_SUITE("format") {
     gsq::GseMatrix z(2, 5, gsq::GseSpec{8, 8, 8});
     CHECK(z.exponent(1, 0) == -128);
     CHECK(z.value(1, 4) == 0.0f);
+  }
+
+  TEST_CASE("gse: codes are stored in at most b + 1 bits, 6-bit fields 4 per 3 bytes") {
+    for (int bits = gsq::kMinGseBits; bits <= gsq::kMaxGseBits; ++bits) {
+      for (int group : {8, 9, 15, 16, 17, 31, 32, 33, 64}) {
+        const gsq::GseSpec spec{bits, group, 8};
+        CAPTURE(spec.name());
+        for (std::int64_t cols : {1, 2, 3, 5, 13, 31, 97}) {
+          gsq::GseMatrix m(3, cols, spec);
+          const std::int64_t padded = m.padded_cols();
+          // Memory falls with the bits: at most b + 1 bits per padded element (+1 byte);
+          // b = 2 shares the nibble layout of b <= 4 (DESIGN.md).
+          CHECK(m.row_bytes() * 8 <= (std::max(bits, 3) + 1) * padded + 7);
+          CHECK(m.row_bytes() == gsq::gse_code_bytes(spec.code_bits(), padded));
+          const int qmax = spec.max_mantissa();
+          auto code = [&](std::int64_t r, std::int64_t c) {
+            return static_cast<int>((c * 7 + r * 3) % (2 * qmax + 1)) - qmax;
+          };
+          // Written out of order so neighbouring fields must survive read-modify-write.
+          for (std::int64_t r = 0; r < 3; ++r) {
+            for (std::int64_t c = padded - 1; c >= 0; c -= 2) m.set_mantissa(r, c, code(r, c));
+            for (std::int64_t c = padded - 2; c >= 0; c -= 2) m.set_mantissa(r, c, code(r, c));
+          }
+          bool ok = true;
+          std::vector<std::int8_t> plain(static_cast<std::size_t>(padded)), back(plain.size());
+          std::vector<std::int8_t> packed(static_cast<std::size_t>(m.row_bytes()));
+          for (std::int64_t r = 0; r < 3; ++r) {
+            for (std::int64_t c = 0; c < padded; ++c) {
+              ok = ok && m.mantissa(r, c) == code(r, c);
+              plain[static_cast<std::size_t>(c)] = static_cast<std::int8_t>(code(r, c));
+            }
+            // The bulk packers produce the same bytes as element-wise stores, and invert.
+            gsq::gse_pack_codes(plain.data(), padded, spec.code_bits(), packed.data());
+            ok = ok && std::memcmp(packed.data(), m.mantissa_row(r), packed.size()) == 0;
+            gsq::gse_unpack_codes(packed.data(), padded, spec.code_bits(), back.data());
+            ok = ok && back == plain;
+          }
+          CAPTURE(cols);
+          CHECK(ok);
+        }
+      }
+    }
+    CHECK(gsq::GseSpec{6, 32, 8}.code_bits() == 6);
+    CHECK(gsq::GseSpec{5, 32, 8}.code_bits() == 6);
+    CHECK(gsq::GseSpec{7, 32, 8}.code_bits() == 8);
+    CHECK(gsq::GseMatrix(1, 64, gsq::GseSpec{6, 32, 8}).row_bytes() == 48);
   }
 
   TEST_CASE("nf4: storage layout pads rows to whole blocks with the zero code") {

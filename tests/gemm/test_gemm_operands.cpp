@@ -179,6 +179,48 @@ TEST_SUITE("gemm") {
     }
   }
 
+  TEST_CASE("gemm: sub-byte stored codes give the bits of the same values stored as int8") {
+    // The packing step unpacks 4- and 6-bit fields; the unpacked path is the same
+    // mantissas and exponents stored one per byte (b = 8 storage holds any b < 8 code).
+    auto widened = [](const GseMatrix& m) {
+      GseMatrix w(m.rows(), m.cols(), {8, m.spec().group, m.spec().exp_bits});
+      for (std::int64_t r = 0; r < m.rows(); ++r) {
+        for (std::int64_t c = 0; c < m.padded_cols(); ++c) w.set_mantissa(r, c, m.mantissa(r, c));
+        for (std::int64_t g = 0; g < m.groups_per_row(); ++g) w.exponent_row(r)[g] = m.exponent_row(r)[g];
+      }
+      return w;
+    };
+    std::uint64_t seed = 900;
+    for (int bits = gsq::kMinGseBits; bits < gsq::kMaxGseBits; ++bits) {
+      for (int group : {32, 16, 24, 9}) {
+        const GseSpec spec{bits, group, 8};
+        for (const auto& shape : {std::tuple<std::int64_t, std::int64_t, std::int64_t>{1, 1, 1},
+                                  {15, 16, 17}, {16, 17, 15}, {17, 15, 16}, {31, 33, 32},
+                                  {33, 32, 31}, {7, 49, 131}, {13, 97, 33}}) {
+          const std::int64_t m = std::get<0>(shape), n = std::get<1>(shape), k = std::get<2>(shape);
+          CAPTURE(spec.name());
+          CAPTURE(shape_name(m, n, k));
+          const GseMatrix a = random_gse(m, k, spec, seed++);
+          const GseMatrix b = random_gse(n, k, spec, seed++);
+          const GseMatrix bt = random_gse(k, n, spec, seed++);  // Bᵀ stored, regrouped
+          const GseMatrix a8 = widened(a), b8 = widened(b), bt8 = widened(bt);
+          const GseSpec target{8, group, 8};
+          const Tensor<float> c0 = random_c(m, n, seed);
+          const GemmOptions opt{0.75f, true};
+          gsq::test::for_each_isa([&](gsq::Isa) {
+            CHECK(same_bits(engine_product(a, BOperand::gse(b), c0, opt),
+                            engine_product(a8, BOperand::gse(b8), c0, opt)));
+            CHECK(same_bits(engine_product(a, BOperand::gse_transposed(bt, target), c0, opt),
+                            engine_product(a8, BOperand::gse_transposed(bt8, target), c0, opt)));
+            ScopedStreaming streaming;
+            CHECK(same_bits(engine_product(a, BOperand::gse(b), c0, opt),
+                            reference_product(a8, BOperand::gse(b8), c0, opt)));
+          });
+        }
+      }
+    }
+  }
+
   TEST_CASE("gemm: prepacked B gives the same bits as unpacked") {
     const GseSpec spec{8, 32, 8};
     const GseMatrix a = random_gse(37, 200, spec, 3);

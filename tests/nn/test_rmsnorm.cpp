@@ -71,6 +71,27 @@ TEST_SUITE("nn") {
     CHECK(norm.grad().numel() == 0);
   }
 
+  TEST_CASE("rmsnorm: a cache without the input, given it back, gives the same bits") {
+    for (std::int64_t n : {1, 17, 33}) {
+      const std::int64_t dim = 31;
+      gsq::RmsNorm a(norm_weight(dim, 9), 1e-5f, true), b(norm_weight(dim, 9), 1e-5f, true);
+      const auto x = gsq::test::normal_matrix(n, dim, 10);
+      const auto dy = gsq::test::normal_matrix(n, dim, 11);
+      gsq::RmsNorm::Cache ca, cb;
+      gsq::Tensor<float> ya({n, dim}), yb({n, dim}), dxa({n, dim}), dxb({n, dim});
+      a.forward(x, ya, &ca);
+      b.forward(x, yb, &cb, /*keep_input=*/false);
+      CHECK(cb.x.numel() == 0);
+      CHECK(cb.bytes() < ca.bytes());
+      a.backward(dy, dxa, ca);
+      CHECK_THROWS_AS(b.backward(dy, dxb, cb), gsq::ConfigError);
+      b.backward(dy, dxb, cb, x.view());
+      CHECK(gsq::test::bitwise_equal(ya.data(), yb.data(), ya.numel()));
+      CHECK(gsq::test::bitwise_equal(dxa.data(), dxb.data(), dxa.numel()));
+      CHECK(gsq::test::bitwise_equal(a.grad().data(), b.grad().data(), dim));
+    }
+  }
+
   TEST_CASE("rmsnorm: one thread and two threads give identical results") {
     const std::int64_t n = 77, dim = 200;
     const auto x = gsq::test::random_matrix(n, dim, 9);

@@ -124,10 +124,9 @@ struct BSourceView {
 
 namespace detail {
 
-/// One mantissa of a GSE-INT source row (int8 or packed nibbles).
+/// One mantissa of a GSE-INT source row of b-bit mantissas (int8, 6-bit or 4-bit fields).
 inline int source_mantissa(const std::int8_t* row, int bits, std::int64_t c) noexcept {
-  if (bits > 4) return row[c];
-  return GseMatrix::unpack_nibble(static_cast<std::uint8_t>(row[c >> 1]), static_cast<int>(c & 1));
+  return gse_load_code(row, gse_code_bits(bits), c);
 }
 
 /// The exact fp32 value of B[n, k] (k < K, n < N) for a regrouping source.

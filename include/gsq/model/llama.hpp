@@ -103,6 +103,18 @@ struct LlamaOptions {
   // gradient spec, W stored once more in GSE-INT with the weight bits (also over an NF4
   // base: an NF4 classifier costs loss). false keeps it FP32. No effect in FP32 mode.
   bool integer_classifier = true;
+  // Memory of a training step (DESIGN.md "caches hold the stored form"). Both keep the
+  // gradients bit-identical: what is dropped is rebuilt in backward by the same code.
+  // recompute_projections: q, k, v (LoRA slots) and the MLP's g, u are not cached in
+  // FP32 but rebuilt from the projections' own caches (their quantized inputs) — five
+  // extra projection products per block in backward, against 4·(dim + 2·kv_dim) +
+  // 8·hidden bytes per token per block.
+  bool recompute_projections = true;
+  // recompute_blocks (activation checkpointing): keep only each block's input; backward
+  // runs the block's forward again into one block's cache, then its backward. Cached
+  // activations fall to layers·dim floats per token plus one block; costs one more
+  // forward of every block.
+  bool recompute_blocks = false;
 
   /// Every product in `bits` (projections, adapters, attention), frozen weights stored
   /// as `base_format`.
@@ -159,16 +171,26 @@ class Llama {
   struct BlockCache {
     RmsNorm::Cache attn_norm;  // keeps the block input
     Projection::Cache q_proj, k_proj, v_proj, o_proj;
-    Tensor<float> q, k, v;  // after RoPE: [tokens, dim], [tokens, kv_dim] x 2
+    SharedInput attn_in;  // attn_norm's output, stored once for q, k and v
+    Tensor<float> q, k, v;  // after RoPE: [tokens, dim], [tokens, kv_dim] x 2; empty when
+    bool qkv_recomputed = false;  // rebuilt in backward from q/k/v_proj's caches
+    Tensor<float> input;  // recompute_blocks: the block's input, the only thing kept
+    // The rerun's block input when someone else keeps it (recompute_blocks: the kept
+    // `input`); attn_norm then keeps only 1/rms.
+    const Tensor<float>* outer_input = nullptr;
+    MatrixView<const float> block_input() const noexcept {
+      return outer_input != nullptr ? outer_input->view() : attn_norm.x.view();
+    }
     CausalAttention::Cache attention;
-    RmsNorm::Cache mlp_norm;  // keeps the residual after attention
+    RmsNorm::Cache mlp_norm;  // keeps the residual after attention (unless rebuilt)
+    bool h_recomputed = false;  // that residual rebuilt in backward: x + o_proj(attention)
     SwiGluMlp<Projection>::Cache mlp;
 
     std::int64_t bytes() const noexcept {
       return attn_norm.bytes() + q_proj.bytes() + k_proj.bytes() + v_proj.bytes() +
              o_proj.bytes() + q.bytes() + k.bytes() + v.bytes() + attention.bytes() +
              mlp_norm.bytes() + mlp.gate.bytes() + mlp.up.bytes() + mlp.down.bytes() +
-             mlp.g.bytes() + mlp.u.bytes();
+             mlp.g.bytes() + mlp.u.bytes() + attn_in.bytes() + mlp.in.bytes() + input.bytes();
     }
   };
 
@@ -176,6 +198,8 @@ class Llama {
   /// Reuse one across steps; its buffers are reallocated only when shapes change.
   struct Cache {
     std::vector<BlockCache> blocks;
+    BlockCache work;              // recompute_blocks: the one block being (re)computed
+    Tensor<float> block_input;    // recompute_blocks: the rerun's residual stream (scratch)
     RmsNorm::Cache final_norm;
     Tensor<float> hidden;  // final normed states, only when the classifier trains
     Linear::Cache classifier;  // the integer classifier's (frozen: holds nothing)
@@ -185,7 +209,7 @@ class Llama {
 
     /// Bytes of the cached tensors.
     std::int64_t bytes() const noexcept {
-      std::int64_t n = final_norm.bytes() + hidden.bytes() + classifier.bytes();
+      std::int64_t n = final_norm.bytes() + hidden.bytes() + classifier.bytes() + work.bytes();
       for (const BlockCache& b : blocks) n += b.bytes();
       return n;
     }
@@ -313,8 +337,18 @@ class Llama {
       cache->batch = batch;
       cache->seq = seq;
     }
-    for (std::size_t l = 0; l < blocks_.size(); ++l)
-      block_forward(blocks_[l], x, batch, seq, cache != nullptr ? &cache->blocks[l] : nullptr);
+    for (std::size_t l = 0; l < blocks_.size(); ++l) {
+      if (cache != nullptr && options_.recompute_blocks) {
+        // Keep the input only; the block runs with the one shared working cache (the
+        // same code path as without checkpointing, so backward's rerun gives the same bits).
+        BlockCache& kept = cache->blocks[l];
+        copy_matrix(x, ensure_matrix(kept.input, tokens, config_.dim, MemoryCategory::kActivations));
+        cache->work.outer_input = &kept.input;
+        block_forward(blocks_[l], x, batch, seq, &cache->work);
+      } else {
+        block_forward(blocks_[l], x, batch, seq, cache != nullptr ? &cache->blocks[l] : nullptr);
+      }
+    }
     MatrixView<float> h = (cache != nullptr && classifier_trainable())
                               ? ensure_matrix(cache->hidden, tokens, config_.dim,
                                               MemoryCategory::kActivations)
@@ -347,7 +381,19 @@ class Llama {
                      {.alpha = 1.0f, .accumulate = true});
     }
     final_norm_.backward(dh, dx, cache.final_norm);
-    for (std::size_t l = blocks_.size(); l-- > 0;) block_backward(blocks_[l], dx, cache.blocks[l]);
+    for (std::size_t l = blocks_.size(); l-- > 0;) {
+      BlockCache& kept = cache.blocks[l];
+      if (kept.input.rank() == 2) {  // checkpointed: rerun the block's forward first
+        MatrixView<float> x = ensure_matrix(cache.block_input, tokens, config_.dim,
+                                            MemoryCategory::kScratch);
+        copy_matrix(kept.input.view(), x);
+        cache.work.outer_input = &kept.input;
+        block_forward(blocks_[l], x, cache.batch, cache.seq, &cache.work);
+        block_backward(blocks_[l], dx, cache.work);
+      } else {
+        block_backward(blocks_[l], dx, kept);
+      }
+    }
     embedding_.backward(cache.ids, dx);
   }
 
@@ -578,6 +624,18 @@ class Llama {
     return Projection(Linear(make_frozen(std::move(w)), lin));
   }
 
+  static void copy_matrix(MatrixView<const float> src, MatrixView<float> dst) {
+    parallel_for(src.rows(), [&](std::int64_t t) {
+      std::copy(src.row(t), src.row(t) + src.cols(), dst.row(t));
+    }, 16);
+  }
+
+  /// Can backward rebuild q, k and v from the projections' caches (LoRA slots)?
+  bool rebuilds_qkv(const Block& b) const noexcept {
+    return options_.recompute_projections && b.q_proj.kind() == ProjectionKind::kLora &&
+           b.k_proj.kind() == ProjectionKind::kLora && b.v_proj.kind() == ProjectionKind::kLora;
+  }
+
   static void add_into(MatrixView<float> x, MatrixView<const float> y) {
     parallel_for(x.rows(), [&](std::int64_t t) {
       float* xr = x.row(t);
@@ -590,32 +648,50 @@ class Llama {
   void block_forward(Block& b, MatrixView<float> x, std::int64_t batch, std::int64_t seq,
                      BlockCache* c) {
     const std::int64_t tokens = x.rows(), d = config_.dim, kv = config_.kv_dim();
-    const MemoryCategory keep = c != nullptr ? MemoryCategory::kActivations : MemoryCategory::kScratch;
+    // q, k, v are cached in FP32 unless backward rebuilds them (rebuilds_qkv).
+    const bool keep_qkv = c != nullptr && !rebuilds_qkv(b);
+    const MemoryCategory keep = keep_qkv ? MemoryCategory::kActivations : MemoryCategory::kScratch;
+    if (c != nullptr) {
+      c->qkv_recomputed = !keep_qkv;
+      if (!keep_qkv) {
+        c->q = Tensor<float>();
+        c->k = Tensor<float>();
+        c->v = Tensor<float>();
+      }
+    }
     MatrixView<float> normed = scratch(ws_.normed, tokens, d);
-    MatrixView<float> q = ensure_matrix(c != nullptr ? c->q : ws_.q, tokens, d, keep);
-    MatrixView<float> k = ensure_matrix(c != nullptr ? c->k : ws_.k, tokens, kv, keep);
-    MatrixView<float> v = ensure_matrix(c != nullptr ? c->v : ws_.v, tokens, kv, keep);
+    MatrixView<float> q = ensure_matrix(keep_qkv ? c->q : ws_.q, tokens, d, keep);
+    MatrixView<float> k = ensure_matrix(keep_qkv ? c->k : ws_.k, tokens, kv, keep);
+    MatrixView<float> v = ensure_matrix(keep_qkv ? c->v : ws_.v, tokens, kv, keep);
     MatrixView<float> attn = scratch(ws_.attn, tokens, d);
     MatrixView<float> tmp = scratch(ws_.tmp, tokens, d);
 
-    b.attn_norm.forward(x, normed, c != nullptr ? &c->attn_norm : nullptr);
-    project(b.q_proj, normed, q, c != nullptr ? &c->q_proj : nullptr);
-    project(b.k_proj, normed, k, c != nullptr ? &c->k_proj : nullptr);
-    project(b.v_proj, normed, v, c != nullptr ? &c->v_proj : nullptr);
+    b.attn_norm.forward(x, normed, c != nullptr ? &c->attn_norm : nullptr,
+                        /*keep_input=*/c == nullptr || c->outer_input == nullptr);
+    SharedInput* attn_in = c != nullptr ? &c->attn_in : nullptr;
+    if (attn_in != nullptr) attn_in->begin();
+    project(b.q_proj, normed, q, c != nullptr ? &c->q_proj : nullptr, attn_in);
+    project(b.k_proj, normed, k, c != nullptr ? &c->k_proj : nullptr, attn_in);
+    project(b.v_proj, normed, v, c != nullptr ? &c->v_proj : nullptr, attn_in);
     rope_.forward(q, seq);
     rope_.forward(k, seq);
     attention_.forward(q, k, v, batch, attn, c != nullptr ? &c->attention : nullptr);
     project(b.o_proj, attn, tmp, c != nullptr ? &c->o_proj : nullptr);
     add_into(x, tmp);
 
-    b.mlp_norm.forward(x, normed, c != nullptr ? &c->mlp_norm : nullptr);
+    // The MLP norm's input h = x + o_proj(attention) is not kept when backward can
+    // rebuild it from the block input (attn_norm keeps it) and o_proj's cache.
+    const bool rebuild_h = c != nullptr && options_.recompute_projections &&
+                           b.o_proj.kind() == ProjectionKind::kLora;
+    if (c != nullptr) c->h_recomputed = rebuild_h;
+    b.mlp_norm.forward(x, normed, c != nullptr ? &c->mlp_norm : nullptr, !rebuild_h);
     b.mlp.forward(normed, tmp, c != nullptr ? &c->mlp : nullptr);
     add_into(x, tmp);
   }
 
   static void project(Projection& p, MatrixView<const float> x, MatrixView<float> y,
-                      Projection::Cache* cache) {
-    if (cache != nullptr) p.forward(x, y, *cache);
+                      Projection::Cache* cache, SharedInput* shared = nullptr) {
+    if (cache != nullptr) p.forward(x, y, *cache, shared);
     else p.forward(x, y);
   }
 
@@ -631,18 +707,40 @@ class Llama {
 
     // x_out = h + mlp(mlp_norm(h))
     b.mlp.backward(dx, dnormed, c.mlp);
-    b.mlp_norm.backward(dnormed, tmp, c.mlp_norm);
+    if (c.h_recomputed) {  // h = x + o_proj(attention), the forward's sum bit for bit
+      MatrixView<float> o = scratch(ws_.attn, tokens, d);
+      MatrixView<float> h = scratch(ws_.q, tokens, d);
+      b.o_proj.recompute_forward(c.o_proj, o);
+      copy_matrix(c.block_input(), h);
+      add_into(h, o);
+      b.mlp_norm.backward(dnormed, tmp, c.mlp_norm, h);
+    } else {
+      b.mlp_norm.backward(dnormed, tmp, c.mlp_norm);
+    }
     add_into(dx, tmp);  // dx = ∂L/∂h
 
     // h = x + o_proj(attention(rope(q), rope(k), v)), q, k, v = projections of attn_norm(x)
     b.o_proj.backward(dx, c.o_proj, dattn);
-    attention_.backward(c.q, c.k, c.v, dattn, c.attention, dq, dk, dv);
+    MatrixView<const float> q = c.q.view(), k = c.k.view(), v = c.v.view();
+    if (c.qkv_recomputed) {  // the forward's q, k, v, bit for bit (same products, same RoPE)
+      MatrixView<float> qs = scratch(ws_.q, tokens, d), ks = scratch(ws_.k, tokens, kv);
+      MatrixView<float> vs = scratch(ws_.v, tokens, kv);
+      b.q_proj.recompute_forward(c.q_proj, qs);
+      b.k_proj.recompute_forward(c.k_proj, ks);
+      b.v_proj.recompute_forward(c.v_proj, vs);
+      rope_.forward(qs, c.attention.queries);
+      rope_.forward(ks, c.attention.queries);
+      q = qs;
+      k = ks;
+      v = vs;
+    }
+    attention_.backward(q, k, v, dattn, c.attention, dq, dk, dv);
     rope_.backward(dq, c.attention.queries);
     rope_.backward(dk, c.attention.keys);
     b.q_proj.backward(dq, c.q_proj, dnormed, /*accumulate_dx=*/false);
     b.k_proj.backward(dk, c.k_proj, dnormed, /*accumulate_dx=*/true);
     b.v_proj.backward(dv, c.v_proj, dnormed, /*accumulate_dx=*/true);
-    b.attn_norm.backward(dnormed, tmp, c.attn_norm);
+    b.attn_norm.backward(dnormed, tmp, c.attn_norm, c.block_input());
     add_into(dx, tmp);  // dx = ∂L/∂x
   }
 

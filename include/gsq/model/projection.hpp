@@ -79,8 +79,11 @@ class Projection {
     return visit_layer([](const auto& l) { return l.out_features(); });
   }
 
-  /// y = layer(x), filling `cache` for backward.
-  void forward(MatrixView<const float> x, MatrixView<float> y, Cache& cache) {
+  /// y = layer(x), filling `cache` for backward. With `shared`, layers that can keep X
+  /// there (LoRA, trainable Linear) share one copy with the other slots reading the
+  /// same x (nn/qcd.hpp SharedInput); the others ignore it.
+  void forward(MatrixView<const float> x, MatrixView<float> y, Cache& cache,
+               SharedInput* shared = nullptr) {
     std::visit(
         [&](auto& l) {
           using L = std::decay_t<decltype(l)>;
@@ -89,13 +92,16 @@ class Projection {
           } else {
             using C = typename L::Cache;
             if (!std::holds_alternative<C>(cache.layer)) cache.layer.template emplace<C>();
-            l.forward(x, y, std::get<C>(cache.layer));
+            if constexpr (requires { l.forward(x, y, std::get<C>(cache.layer), shared); })
+              l.forward(x, y, std::get<C>(cache.layer), shared);
+            else
+              l.forward(x, y, std::get<C>(cache.layer));
           }
         },
         layer_);
   }
   /// y = layer(x) without keeping anything for backward (evaluation, generation).
-  void forward(MatrixView<const float> x, MatrixView<float> y) { forward(x, y, eval_cache_); }
+  void forward(MatrixView<const float> x, MatrixView<float> y) { forward(x, y, eval_cache_, nullptr); }
 
   /// dx (+)= ∂L/∂x from dy (an empty dx skips it); accumulates the layer's gradients.
   void backward(MatrixView<const float> dy, Cache& cache, MatrixView<float> dx,
@@ -113,6 +119,22 @@ class Projection {
           }
         },
         layer_);
+  }
+
+  /// Can recompute_forward rebuild this slot's output from `cache`? (LoRA layers only:
+  /// a frozen Linear keeps no input, and an L4Q layer would rebuild its whole W_q.)
+  bool can_recompute_forward(const Cache& cache) const noexcept {
+    const LoraLinear* l = std::get_if<LoraLinear>(&layer_);
+    const LoraLinear::Cache* c = std::get_if<LoraLinear::Cache>(&cache.layer);
+    return l != nullptr && c != nullptr && l->can_recompute_forward(*c);
+  }
+  /// y = the output of the forward that filled `cache`, bit for bit (see LoraLinear).
+  void recompute_forward(const Cache& cache, MatrixView<float> y) {
+    LoraLinear* l = std::get_if<LoraLinear>(&layer_);
+    const LoraLinear::Cache* c = std::get_if<LoraLinear::Cache>(&cache.layer);
+    GSQ_CHECK(l != nullptr && c != nullptr, ErrorCode::kInvalidArgument,
+              "Projection::recompute_forward: only a LoRA slot can recompute its output");
+    l->recompute_forward(*c, y);
   }
 
   ParameterList parameters() {

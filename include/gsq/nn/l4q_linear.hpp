@@ -348,9 +348,16 @@ class L4qLinear {
   /// `group` of the same rows of `dst`.
   static void copy_group_column(const GseMatrix& block, GseMatrix& dst, std::int64_t group) {
     const std::int64_t bytes = block.row_bytes();
+    // Whole bytes per group (G · code_bits a multiple of 8): copy them; else field by field.
+    const bool whole_bytes = bytes * 8 == block.padded_cols() * block.spec().code_bits();
     for (std::int64_t i = 0; i < block.rows(); ++i) {
-      std::copy(block.mantissa_row(i), block.mantissa_row(i) + bytes,
-                dst.mantissa_row(i) + group * bytes);
+      if (whole_bytes) {
+        std::copy(block.mantissa_row(i), block.mantissa_row(i) + bytes,
+                  dst.mantissa_row(i) + group * bytes);
+      } else {
+        for (std::int64_t c = 0; c < block.padded_cols(); ++c)
+          dst.set_mantissa(i, group * block.padded_cols() + c, block.mantissa(i, c));
+      }
       dst.exponent_row(i)[group] = block.exponent_row(i)[0];
     }
   }

@@ -113,6 +113,11 @@ class Linear {
     GseMatrix x_q;       // [tokens, in], activation bits, groups along in
     Tensor<float> x;     // FP32 mode
     std::int64_t tokens = 0;
+    // X kept by a SharedInput (then x_q / x stay empty); counted by its owner.
+    const GseMatrix* shared_x_q = nullptr;
+    const Tensor<float>* shared_x = nullptr;
+    const GseMatrix& input_q() const noexcept { return shared_x_q != nullptr ? *shared_x_q : x_q; }
+    const Tensor<float>& input() const noexcept { return shared_x != nullptr ? *shared_x : x; }
     std::int64_t bytes() const noexcept { return x_q.bytes() + x.bytes(); }
   };
 
@@ -147,14 +152,27 @@ class Linear {
 
   /// Y = X·Wᵀ for x [tokens, in] into y [tokens, out]; fills `cache` for backward.
   void forward(MatrixView<const float> x, MatrixView<float> y, Cache& cache) {
+    forward(x, y, cache, nullptr);
+  }
+  /// As above; a trainable layer keeps X in `shared` (one copy for every layer reading
+  /// the same x). A frozen layer keeps nothing, so it ignores `shared`.
+  void forward(MatrixView<const float> x, MatrixView<float> y, Cache& cache, SharedInput* shared) {
     detail::check_tokens(x, in_, "Linear::forward: x");
     check_shape(y, x.rows(), out_, "Linear::forward: y");
     cache.tokens = x.rows();
+    cache.shared_x_q = nullptr;
+    cache.shared_x = nullptr;
+    if (!trainable_) shared = nullptr;
     const bool fp32 = config_.bits.is_fp32();
     if (fp32) {
       if (trainable_) {
-        ensure_matrix(cache.x, x.rows(), in_, MemoryCategory::kActivations);
-        copy_rows(x, cache.x.view());
+        cache.shared_x = shared != nullptr ? shared->fp32(x) : nullptr;
+        if (cache.shared_x != nullptr) {
+          cache.x = Tensor<float>();
+        } else {
+          ensure_matrix(cache.x, x.rows(), in_, MemoryCategory::kActivations);
+          copy_rows(x, cache.x.view());
+        }
         gemm::gemm_f32(x, false, weight_, true, y);
       } else {
         base_.forward(x, y, false);
@@ -162,9 +180,17 @@ class Linear {
       return;
     }
     const GseSpec aspec = config_.bits.activation_spec();
-    GseMatrix& xq = trainable_ ? ensure_gse(cache.x_q, x.rows(), in_, aspec, MemoryCategory::kActivations)
-                               : detail::shared_gse(detail::ScratchSlot::kActivation, x.rows(), in_, aspec);
-    quantize_gse(x, false, xq, detail::nearest_options("Linear input X"));
+    const GseMatrix* sq = shared != nullptr ? shared->quantized(x, aspec, "Linear input X") : nullptr;
+    if (sq != nullptr) {
+      cache.shared_x_q = sq;
+      cache.x_q = GseMatrix();
+    } else {
+      GseMatrix& own = trainable_ ? ensure_gse(cache.x_q, x.rows(), in_, aspec, MemoryCategory::kActivations)
+                                  : detail::shared_gse(detail::ScratchSlot::kActivation, x.rows(), in_, aspec);
+      quantize_gse(x, false, own, detail::nearest_options("Linear input X"));
+      sq = &own;
+    }
+    const GseMatrix& xq = *sq;
     if (trainable_) {
       detail::quantize_into(w_q_, weight_, config_.bits.weight_spec(), false,
                             detail::nearest_options("Linear weight W"));
@@ -188,7 +214,7 @@ class Linear {
     if (config_.bits.is_fp32()) {
       if (trainable_) {
         if (want_dx) gemm::gemm_f32(dy, false, weight_, false, dx, {1.0f, accumulate_dx});
-        gemm::gemm_f32(dy, true, cache.x, false, weight_grad_, {1.0f, true});
+        gemm::gemm_f32(dy, true, cache.input(), false, weight_grad_, {1.0f, true});
       } else if (want_dx) {
         base_.backward(dy, dx, accumulate_dx);
       }
@@ -213,7 +239,7 @@ class Linear {
       GseMatrix& dy_qt = detail::shared_gse(ScratchSlot::kGradientT, out_, dy.rows(), gspec);
       quantize_gse(dy, true, dy_qt, qdy);
       gemm::gemm_nt(dy_qt,
-                    gemm::BOperand::gse_transposed(cache.x_q, config_.bits.activation_spec()),
+                    gemm::BOperand::gse_transposed(cache.input_q(), config_.bits.activation_spec()),
                     weight_grad_, {1.0f, true});
     }
   }

@@ -17,7 +17,8 @@
 //              dA += dHqᵀ·Xq           B = Xᵀ via gse_transposed(Xq)      k = tokens
 //              dB += s·dYqᵀ·Hq         B = Hᵀ via gse_transposed(Hq)      k = tokens
 // X (activation bits) is quantized once per forward and shared by the base and LoRA
-// branches; the cache keeps only Xq and Hq (GSE-INT, MemoryCategory::kActivations), and
+// branches — and, given a SharedInput (nn/qcd.hpp), by every layer reading the same X
+// (q/k/v, gate/up), which then keeps one copy between them; the cache keeps only Xq and Hq (GSE-INT, MemoryCategory::kActivations), and
 // backward reads their transposes through the GEMM's regrouping, so no FP32 activation
 // and no second orientation is ever stored. A and B (tiny) are quantized from their FP32
 // masters in whichever orientation a product needs, with the weight bits; dY and dH use
@@ -89,6 +90,11 @@ class LoraLinear {
     GseMatrix h_q;  // integer: H [tokens, rank], activation bits, groups along rank
     Tensor<float> x, h;  // FP32 mode
     std::int64_t tokens = 0;
+    // X kept by a SharedInput (then x_q / x stay empty); counted by its owner.
+    const GseMatrix* shared_x_q = nullptr;
+    const Tensor<float>* shared_x = nullptr;
+    const GseMatrix& input_q() const noexcept { return shared_x_q != nullptr ? *shared_x_q : x_q; }
+    const Tensor<float>& input() const noexcept { return shared_x != nullptr ? *shared_x : x; }
     std::int64_t bytes() const noexcept { return x_q.bytes() + h_q.bytes() + x.bytes() + h.bytes(); }
   };
 
@@ -118,7 +124,11 @@ class LoraLinear {
 
   /// Y = X·W0ᵀ + s·(X·Aᵀ)·Bᵀ for x [tokens, in] into y [tokens, out]; fills `cache`.
   void forward(MatrixView<const float> x, MatrixView<float> y, Cache& cache) {
-    run_forward(x, y, &cache);
+    run_forward(x, y, &cache, nullptr);
+  }
+  /// As above, with X stored once in `shared` for every layer that reads the same x.
+  void forward(MatrixView<const float> x, MatrixView<float> y, Cache& cache, SharedInput* shared) {
+    run_forward(x, y, &cache, shared);
   }
   Tensor<float> forward(MatrixView<const float> x, Cache& cache) {
     Tensor<float> y({x.rows(), out_});
@@ -127,7 +137,31 @@ class LoraLinear {
   }
   /// Forward without keeping anything for backward (evaluation, generation): Xq and Hq
   /// go to the per-thread scratch shared by all layers (nn/scratch.hpp).
-  void forward(MatrixView<const float> x, MatrixView<float> y) { run_forward(x, y, nullptr); }
+  void forward(MatrixView<const float> x, MatrixView<float> y) { run_forward(x, y, nullptr, nullptr); }
+
+  /// True when `cache` holds what recompute_forward needs (a forward with this cache ran).
+  bool can_recompute_forward(const Cache& cache) const noexcept {
+    return cache.tokens > 0 &&
+           (config_.bits.is_fp32() ? cache.input().rank() == 2 && cache.h.rank() == 2
+                                   : cache.input_q().rows() == cache.tokens && cache.h_q.rows() == cache.tokens);
+  }
+  /// y = the forward's output again, from what the cache keeps (Xq and Hq, or X and H):
+  /// the same two products in the same order, so the same bits. Lets a caller drop an
+  /// FP32 copy of the output (e.g. the MLP's g and u) and rebuild it in backward.
+  void recompute_forward(const Cache& cache, MatrixView<float> y) {
+    GSQ_CHECK(can_recompute_forward(cache), ErrorCode::kInvalidArgument,
+              "LoraLinear::recompute_forward: the cache was not filled by a forward");
+    check_shape(y, cache.tokens, out_, "LoraLinear::recompute_forward: y");
+    if (config_.bits.is_fp32()) {
+      base_.forward(cache.input().view(), y, false);
+      gemm::gemm_f32(cache.h.view(), false, b_, true, y, {scale(), true});
+      return;
+    }
+    base_.forward(cache.input_q(), y, false);
+    detail::quantize_into(b_q_, b_, config_.bits.weight_spec(), false,
+                          detail::nearest_options("LoRA B"));
+    gemm::gemm_nt(cache.h_q, gemm::BOperand::gse(b_q_), y, {scale(), true});
+  }
 
   /// Backward for dy [tokens, out]: dx (+)= ∂L/∂X into dx [tokens, in] (an empty dx
   /// skips it), and accumulates the gradients of A and B.
@@ -145,7 +179,7 @@ class LoraLinear {
         base_.backward(dy, dx, accumulate_dx);
         gemm::gemm_f32(dh, false, a_, false, dx, {1.0f, true});
       }
-      gemm::gemm_f32(dh, true, cache.x, false, a_grad_, {1.0f, true});
+      gemm::gemm_f32(dh, true, cache.input(), false, a_grad_, {1.0f, true});
       gemm::gemm_f32(dy, true, cache.h, false, b_grad_, {scale(), true});
       return;
     }
@@ -172,7 +206,7 @@ class LoraLinear {
     // dA += dHᵀ·X and dB += s·dYᵀ·H (k = tokens; Xᵀ, Hᵀ regrouped from the cache).
     GseMatrix& dh_qt = detail::shared_gse(ScratchSlot::kAdapterGradientT, r, t, gspec);
     quantize_gse(dh, true, dh_qt, qdh);
-    gemm::gemm_nt(dh_qt, gemm::BOperand::gse_transposed(cache.x_q, bits.activation_spec()),
+    gemm::gemm_nt(dh_qt, gemm::BOperand::gse_transposed(cache.input_q(), bits.activation_spec()),
                   a_grad_, {1.0f, true});
     GseMatrix& dy_qt = detail::shared_gse(ScratchSlot::kGradientT, out_, t, gspec);
     quantize_gse(dy, true, dy_qt, qdy);
@@ -203,19 +237,30 @@ class LoraLinear {
   }
 
  private:
-  void run_forward(MatrixView<const float> x, MatrixView<float> y, Cache* cache) {
+  void run_forward(MatrixView<const float> x, MatrixView<float> y, Cache* cache,
+                   SharedInput* shared) {
     detail::check_tokens(x, in_, "LoraLinear::forward: x");
     check_shape(y, x.rows(), out_, "LoraLinear::forward: y");
     const std::int64_t t = x.rows(), r = config_.rank;
-    if (cache != nullptr) cache->tokens = t;
+    if (cache != nullptr) {
+      cache->tokens = t;
+      cache->shared_x_q = nullptr;
+      cache->shared_x = nullptr;
+    }
+    if (cache == nullptr) shared = nullptr;
     using detail::ScratchSlot;
     if (config_.bits.is_fp32()) {
       MatrixView<float> h = cache != nullptr
                                 ? ensure_matrix(cache->h, t, r, MemoryCategory::kActivations)
                                 : detail::shared_scratch(ScratchSlot::kAdapter, t, r);
       if (cache != nullptr) {
-        MatrixView<float> xc = ensure_matrix(cache->x, t, in_, MemoryCategory::kActivations);
-        for (std::int64_t i = 0; i < t; ++i) std::copy(x.row(i), x.row(i) + in_, xc.row(i));
+        cache->shared_x = shared != nullptr ? shared->fp32(x) : nullptr;
+        if (cache->shared_x != nullptr) {
+          cache->x = Tensor<float>();  // a copy kept by an earlier unshared forward
+        } else {
+          MatrixView<float> xc = ensure_matrix(cache->x, t, in_, MemoryCategory::kActivations);
+          for (std::int64_t i = 0; i < t; ++i) std::copy(x.row(i), x.row(i) + in_, xc.row(i));
+        }
       }
       base_.forward(x, y, false);
       gemm::gemm_f32(x, false, a_, true, h);
@@ -223,15 +268,25 @@ class LoraLinear {
       return;
     }
     const Bits& bits = config_.bits;
-    GseMatrix& xq =
-        cache != nullptr
-            ? ensure_gse(cache->x_q, t, in_, bits.activation_spec(), MemoryCategory::kActivations)
-            : detail::shared_gse(ScratchSlot::kActivation, t, in_, bits.activation_spec());
+    // X quantized once: in the group's SharedInput, else in this layer's cache.
+    const GseMatrix* sq =
+        shared != nullptr ? shared->quantized(x, bits.activation_spec(), "LoRA input X") : nullptr;
+    if (sq != nullptr) {
+      cache->shared_x_q = sq;
+      cache->x_q = GseMatrix();  // a copy kept by an earlier unshared forward
+    } else {
+      GseMatrix& own =
+          cache != nullptr
+              ? ensure_gse(cache->x_q, t, in_, bits.activation_spec(), MemoryCategory::kActivations)
+              : detail::shared_gse(ScratchSlot::kActivation, t, in_, bits.activation_spec());
+      quantize_gse(x, false, own, detail::nearest_options("LoRA input X"));
+      sq = &own;
+    }
+    const GseMatrix& xq = *sq;
     GseMatrix& hq =
         cache != nullptr
             ? ensure_gse(cache->h_q, t, r, bits.activation_spec(), MemoryCategory::kActivations)
             : detail::shared_gse(ScratchSlot::kAdapter, t, r, bits.activation_spec());
-    quantize_gse(x, false, xq, detail::nearest_options("LoRA input X"));
     base_.forward(xq, y, false);
     detail::quantize_into(a_q_, a_, bits.weight_spec(), false,
                           detail::nearest_options("LoRA A"));

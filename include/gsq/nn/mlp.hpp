@@ -3,14 +3,23 @@
 // The three projections are whatever linear layer the caller plugs in (frozen FP32, a
 // LoRA layer with a frozen NF4 base, an L4Q layer...), as long as it has the explicit
 // forward/backward shape of `LinearLayer` below; the MLP only adds the gate nonlinearity
-// and its gradient. The cache keeps the two pre-activations g = gate(x) and u = up(x)
-// (backward needs σ(g) and u) next to the projections' own caches. With
+// and its gradient. Backward needs the two pre-activations g = gate(x) and u = up(x).
+// When gate and up can rebuild their output from their own caches (LoRA layers keep the
+// quantized input Xq and hidden Hq; `can_recompute_forward`), the MLP keeps neither: backward
+// recomputes g and u into the thread's shared scratch with the forward's own products
+// (two base GEMMs per block, the same bits, so gradients are unchanged) and the cache
+// holds no [tokens, hidden] FP32 tensor — at W8A8G8 these two were the largest cached
+// activations (8 bytes per hidden unit per token). Otherwise (frozen or L4Q gate/up, or
+// set_recompute_hidden(false) to trade memory for the two GEMMs) g and u stay cached in
+// FP32. Gate and up read the same x: layers that keep it (LoRA, a trainable Linear)
+// keep one copy between them in the cache's SharedInput (nn/qcd.hpp). With
 // a = silu(g)⊙u and da = down.backward(dy):
 //     dg = da ⊙ u ⊙ σ(g)·(1 + g·(1 − σ(g))),   du = da ⊙ silu(g),
 //     dx = gate.backward(dg) + up.backward(du)   (up accumulates into gate's dx).
 // llama2.c names: w1 = gate, w3 = up, w2 = down (golden/README.md).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <concepts>
 #include <cstdint>
@@ -23,6 +32,7 @@
 #include "gsq/core/parallel.hpp"
 #include "gsq/core/tensor.hpp"
 #include "gsq/nn/parameter.hpp"
+#include "gsq/nn/qcd.hpp"
 #include "gsq/nn/scratch.hpp"
 #include "gsq/nn/workspace.hpp"
 
@@ -53,8 +63,11 @@ class SwiGluMlp {
     typename Linear::Cache gate;
     typename Linear::Cache up;
     typename Linear::Cache down;
-    Tensor<float> g;  // gate(x) [tokens, hidden]
-    Tensor<float> u;  // up(x)   [tokens, hidden]
+    SharedInput in;   // x, stored once for gate and up (when they keep it)
+    Tensor<float> g;  // gate(x) [tokens, hidden], unless recomputed
+    Tensor<float> u;  // up(x)   [tokens, hidden], unless recomputed
+    std::int64_t tokens = 0;
+    bool recompute = false;  // g and u are rebuilt in backward
   };
 
   SwiGluMlp() = default;
@@ -78,6 +91,11 @@ class SwiGluMlp {
   const Linear& up() const noexcept { return up_; }
   const Linear& down() const noexcept { return down_; }
 
+  /// Recompute g and u in backward instead of caching them when the projections can
+  /// (default on; off keeps them cached in FP32).
+  void set_recompute_hidden(bool on) noexcept { recompute_hidden_ = on; }
+  bool recompute_hidden() const noexcept { return recompute_hidden_; }
+
   /// y [tokens, dim] from x [tokens, dim]; with a cache, keeps what backward needs.
   void forward(MatrixView<const float> x, MatrixView<float> y, Cache* cache) {
     const std::int64_t n = x.rows();
@@ -88,15 +106,30 @@ class SwiGluMlp {
     using detail::ScratchSlot;
     Cache& caches = cache != nullptr ? *cache : eval_;
     const std::int64_t h = hidden_dim();
-    MatrixView<float> g = cache != nullptr
-                              ? ensure_matrix(cache->g, n, h, MemoryCategory::kActivations)
-                              : detail::shared_scratch(ScratchSlot::kHiddenGate, n, h);
-    MatrixView<float> u = cache != nullptr
-                              ? ensure_matrix(cache->u, n, h, MemoryCategory::kActivations)
-                              : detail::shared_scratch(ScratchSlot::kHiddenUp, n, h);
+    // Whether g and u are recomputed is known once gate and up have filled their caches;
+    // until then they go to scratch, and are copied into the cache only if needed.
+    MatrixView<float> g = detail::shared_scratch(ScratchSlot::kHiddenGate, n, h);
+    MatrixView<float> u = detail::shared_scratch(ScratchSlot::kHiddenUp, n, h);
     MatrixView<float> a = detail::shared_scratch(ScratchSlot::kHidden, n, h);
-    gate_.forward(x, g, caches.gate);
-    up_.forward(x, u, caches.up);
+    if (cache != nullptr) {
+      cache->in.begin();
+      project(gate_, x, g, cache->gate, &cache->in);
+      project(up_, x, u, cache->up, &cache->in);
+    } else {
+      gate_.forward(x, g, caches.gate);
+      up_.forward(x, u, caches.up);
+    }
+    if (cache != nullptr) {
+      cache->tokens = n;
+      cache->recompute = recompute_hidden_ && can_recompute(*cache);
+      if (cache->recompute) {
+        cache->g = Tensor<float>();  // release a copy kept by an earlier mode
+        cache->u = Tensor<float>();
+      } else {
+        copy_into(g, ensure_matrix(cache->g, n, h, MemoryCategory::kActivations));
+        copy_into(u, ensure_matrix(cache->u, n, h, MemoryCategory::kActivations));
+      }
+    }
     parallel_for(n, [&](std::int64_t t) {
       const float* gr = g.row(t);
       const float* ur = u.row(t);
@@ -108,9 +141,10 @@ class SwiGluMlp {
 
   /// dx [tokens, dim] from dy; the projections accumulate their parameter gradients.
   void backward(MatrixView<const float> dy, MatrixView<float> dx, Cache& cache) {
-    GSQ_CHECK(cache.g.rank() == 2, ErrorCode::kInvalidArgument,
+    GSQ_CHECK(cache.tokens > 0 && (cache.recompute || cache.g.rank() == 2),
+              ErrorCode::kInvalidArgument,
               "SwiGluMlp::backward: the cache is empty (forward ran without one)");
-    const std::int64_t n = cache.g.dim(0);
+    const std::int64_t n = cache.tokens;
     const std::int64_t h = hidden_dim();
     check_shape(dy, n, dim(), "SwiGluMlp::backward dy");
     check_shape(dx, n, dim(), "SwiGluMlp::backward dx");
@@ -118,16 +152,30 @@ class SwiGluMlp {
     MatrixView<float> dg = detail::shared_scratch(ScratchSlot::kHidden, n, h);
     MatrixView<float> du = detail::shared_scratch(ScratchSlot::kHiddenUp, n, h);
     down_.backward(dy, cache.down, du, /*accumulate_dx=*/false);  // da, turned into du in place below
+    // g and u: cached, or rebuilt (u into dg's buffer: each element is read before dg
+    // overwrites it).
     const float* g = cache.g.data();
     const float* u = cache.u.data();
+    std::int64_t g_stride = h, u_stride = h;
+    if (cache.recompute) {
+      MatrixView<float> gs = detail::shared_scratch(ScratchSlot::kHiddenGate, n, h);
+      recompute(gate_, cache.gate, gs);
+      recompute(up_, cache.up, dg);
+      g = gs.data();
+      g_stride = gs.stride();
+      u = dg.data();
+      u_stride = dg.stride();
+    }
     parallel_for(n, [&](std::int64_t t) {
       float* dgr = dg.row(t);
       float* dur = du.row(t);
+      const float* gr = g + t * g_stride;
+      const float* ur = u + t * u_stride;
       for (std::int64_t c = 0; c < h; ++c) {
-        const float gv = g[t * h + c];
+        const float gv = gr[c];
         const float sg = nn::detail::sigmoid(gv);
         const float da = dur[c];
-        dgr[c] = da * u[t * h + c] * sg * (1.0f + gv * (1.0f - sg));
+        dgr[c] = da * ur[c] * sg * (1.0f + gv * (1.0f - sg));
         dur[c] = da * gv * sg;
       }
     }, 8);
@@ -150,9 +198,30 @@ class SwiGluMlp {
     return "[" + std::to_string(l.out_features()) + ", " + std::to_string(l.in_features()) + "]";
   }
 
+  static void copy_into(MatrixView<const float> src, MatrixView<float> dst) {
+    for (std::int64_t r = 0; r < src.rows(); ++r)
+      std::copy(src.row(r), src.row(r) + src.cols(), dst.row(r));
+  }
+  bool can_recompute(const Cache& c) const {
+    if constexpr (requires { gate_.can_recompute_forward(c.gate); }) {
+      return gate_.can_recompute_forward(c.gate) && up_.can_recompute_forward(c.up);
+    } else {
+      return false;
+    }
+  }
+  static void project(Linear& layer, MatrixView<const float> x, MatrixView<float> y,
+                      typename Linear::Cache& c, SharedInput* shared) {
+    if constexpr (requires { layer.forward(x, y, c, shared); }) layer.forward(x, y, c, shared);
+    else layer.forward(x, y, c);
+  }
+  static void recompute(Linear& layer, const typename Linear::Cache& c, MatrixView<float> y) {
+    if constexpr (requires { layer.recompute_forward(c, y); }) layer.recompute_forward(c, y);
+  }
+
   Linear gate_;
   Linear up_;
   Linear down_;
+  bool recompute_hidden_ = true;
   // The projections' caches for a forward without one (evaluation). The [tokens, hidden]
   // temporaries (g and u without a cache, the down input a or dg, du) are the thread's
   // shared scratch (nn/scratch.hpp): one set for all blocks of a model.

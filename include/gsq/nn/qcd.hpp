@@ -10,6 +10,7 @@
 // tag), never by thread or order.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -22,6 +23,48 @@
 #include "gsq/quant/gse.hpp"
 
 GSQ_NAMESPACE_BEGIN
+
+/// One stored copy of an input that several layers read — q, k and v all read the
+/// attention's normalised input, gate and up the MLP's (DESIGN.md "one copy per input").
+/// The owner calls begin() before the group's forwards; the first layer to need the
+/// quantized X (or, in FP32 mode, X itself) fills it, the others find it filled and
+/// reuse it, and each layer's cache points here instead of keeping its own copy. The
+/// owner keeps the object in place, and counts its bytes() once, until the group's
+/// backwards have run. A layer with another activation format keeps its own copy.
+struct SharedInput {
+  GseMatrix x_q;     // integer layers: X with the activation bits
+  Tensor<float> x;   // FP32 layers: X
+  bool has_q = false, has_x = false;
+
+  void begin() noexcept { has_q = has_x = false; }
+  std::int64_t bytes() const noexcept { return x_q.bytes() + x.bytes(); }
+
+  /// X quantized with `spec`: quantized now by the first caller of this group.
+  /// Returns nullptr when another caller filled it with a different format (the caller
+  /// then keeps its own copy).
+  const GseMatrix* quantized(MatrixView<const float> src, const GseSpec& spec, const char* name) {
+    if (has_q) {
+      return x_q.spec() == spec && x_q.rows() == src.rows() && x_q.cols() == src.cols() ? &x_q
+                                                                                        : nullptr;
+    }
+    ensure_gse(x_q, src.rows(), src.cols(), spec, MemoryCategory::kActivations);
+    QuantizeOptions q;
+    q.name = name;
+    quantize_gse(src, false, x_q, q);
+    has_q = true;
+    return &x_q;
+  }
+  /// X in FP32, copied by the first caller of this group.
+  const Tensor<float>* fp32(MatrixView<const float> src) {
+    if (has_x) return x.dim(0) == src.rows() && x.dim(1) == src.cols() ? &x : nullptr;
+    MatrixView<float> dst = ensure_matrix(x, src.rows(), src.cols(), MemoryCategory::kActivations);
+    for (std::int64_t r = 0; r < src.rows(); ++r)
+      std::copy(src.row(r), src.row(r) + src.cols(), dst.row(r));
+    has_x = true;
+    return &x;
+  }
+};
+
 namespace detail {
 
 /// Quantizes `src` (or srcᵀ with `transpose`) into the reused buffer `out`.

@@ -3,7 +3,9 @@
 // LLaMA normalises every token's hidden vector before attention, before the MLP and
 // before the classifier. The weight is frozen for LoRA fine-tuning and may be made
 // trainable. Forward keeps in the cache what backward needs: the input row and its
-// reciprocal RMS r. With x̂ = x·r:
+// reciprocal RMS r — or only r (keep_input = false) when the caller can hand backward the
+// input again (the LLaMA block rebuilds the MLP norm's input h = x + o_proj(·) from
+// what it keeps anyway, so h is not stored twice). With x̂ = x·r:
 //     dx = r · (dy⊙w − x̂ · mean(dy⊙w⊙x̂)),      dw += Σ_tokens dy⊙x̂.
 // Row sums accumulate in double (cheap next to the products around it, and closer to
 // the float64 goldens); dw is split over columns, each summing tokens in order, so every
@@ -27,10 +29,11 @@ GSQ_NAMESPACE_BEGIN
 
 class RmsNorm {
  public:
-  /// What backward needs: the input [tokens, dim] and 1/rms per token.
+  /// What backward needs: the input [tokens, dim] (unless the caller keeps it) and
+  /// 1/rms per token.
   struct Cache {
     Tensor<float> x;
-    Tensor<float> inv_rms;
+    Tensor<float> inv_rms;  // [tokens, 1]
     std::int64_t bytes() const noexcept { return x.bytes() + inv_rms.bytes(); }
   };
 
@@ -57,15 +60,17 @@ class RmsNorm {
   }
 
   /// y = rmsnorm(x) · w for x, y [tokens, dim] (y may alias x).
-  /// With a cache, keeps x and 1/rms for backward.
-  void forward(MatrixView<const float> x, MatrixView<float> y, Cache* cache) const {
+  /// With a cache, keeps 1/rms and (keep_input) x for backward.
+  void forward(MatrixView<const float> x, MatrixView<float> y, Cache* cache,
+               bool keep_input = true) const {
     check_shape(x, x.rows(), dim(), "RmsNorm::forward input");
     check_shape(y, x.rows(), dim(), "RmsNorm::forward output");
     float* inv = nullptr;
     float* saved = nullptr;
     if (cache != nullptr) {
       inv = ensure_matrix(cache->inv_rms, x.rows(), 1, MemoryCategory::kActivations).data();
-      saved = ensure_matrix(cache->x, x.rows(), dim(), MemoryCategory::kActivations).data();
+      if (keep_input) saved = ensure_matrix(cache->x, x.rows(), dim(), MemoryCategory::kActivations).data();
+      else cache->x = Tensor<float>();
     }
     const std::int64_t d = dim();
     const float* w = weight_.data();
@@ -74,10 +79,8 @@ class RmsNorm {
       double ss = 0.0;
       for (std::int64_t c = 0; c < d; ++c) ss += static_cast<double>(xr[c]) * xr[c];
       const auto r = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(d) + eps_));
-      if (cache != nullptr) {
-        inv[t] = r;
-        std::copy(xr, xr + d, saved + t * d);
-      }
+      if (inv != nullptr) inv[t] = r;
+      if (saved != nullptr) std::copy(xr, xr + d, saved + t * d);
       float* yr = y.row(t);
       for (std::int64_t c = 0; c < d; ++c) yr[c] = xr[c] * r * w[c];
     }, 8);
@@ -85,13 +88,22 @@ class RmsNorm {
 
   /// dx from dy (both [tokens, dim]; dx may alias dy); accumulates dw when trainable.
   void backward(MatrixView<const float> dy, MatrixView<float> dx, Cache& cache) {
-    const std::int64_t n = cache.x.rank() == 2 ? cache.x.dim(0) : -1;
+    GSQ_CHECK(cache.x.rank() == 2, ErrorCode::kInvalidArgument,
+              "RmsNorm::backward: the cache is empty (or forward kept no input: pass it)");
+    backward(dy, dx, cache, cache.x.view());
+  }
+  /// As above, with the forward's input x given by the caller (bit-identical values).
+  void backward(MatrixView<const float> dy, MatrixView<float> dx, Cache& cache,
+                MatrixView<const float> input) {
+    const std::int64_t n = cache.inv_rms.rank() == 2 ? cache.inv_rms.dim(0) : -1;
     GSQ_CHECK(n >= 0, ErrorCode::kInvalidArgument, "RmsNorm::backward: the cache is empty");
+    check_shape(input, n, dim(), "RmsNorm::backward input");
     check_shape(dy, n, dim(), "RmsNorm::backward dy");
     check_shape(dx, n, dim(), "RmsNorm::backward dx");
     const std::int64_t d = dim();
+    const std::int64_t xstride = input.stride();
     const float* w = weight_.data();
-    const float* xs = cache.x.data();
+    const float* xs = input.data();
     const float* inv = cache.inv_rms.data();
     if (trainable()) {  // before dx, which may overwrite dy
       float* g = grad_.data();
@@ -101,14 +113,14 @@ class RmsNorm {
         const std::int64_t c1 = std::min(c0 + kColumns, d);
         for (std::int64_t t = 0; t < n; ++t) {
           const float* dyr = dy.row(t);
-          const float* xr = xs + t * d;
+          const float* xr = xs + t * xstride;
           for (std::int64_t c = c0; c < c1; ++c) g[c] += dyr[c] * (xr[c] * inv[t]);
         }
       });
     }
     parallel_for(n, [&](std::int64_t t) {
       const float* dyr = dy.row(t);
-      const float* xr = xs + t * d;
+      const float* xr = xs + t * xstride;
       const float r = inv[t];
       double dot = 0.0;  // Σ (dy⊙w)·x̂
       for (std::int64_t c = 0; c < d; ++c)

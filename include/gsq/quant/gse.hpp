@@ -202,6 +202,7 @@ inline void quantize_gse(MatrixView<const float> src, bool transpose, GseMatrix&
   params.row_bytes = out.row_bytes();
   params.exponents = out.exponent_row(0);
   params.groups = out.groups_per_row();
+  params.code_bits = spec.code_bits();
   const std::int64_t staging_bytes =
       quant::kernels::gse_staging_bytes(spec.is_packed(), transpose, out.padded_cols());
   parallel_for_chunks(rows, grain, [&](std::int64_t r0, std::int64_t r1) {
@@ -247,6 +248,7 @@ inline void dequantize_gse(const GseMatrix& q, bool transpose, MatrixView<float>
   params.cols = q.cols();
   params.group = q.spec().group;
   params.packed = q.spec().is_packed();
+  params.code_bits = q.spec().code_bits();
   params.transpose = transpose;
   params.dst = dst.data();
   params.dst_stride = dst.stride();

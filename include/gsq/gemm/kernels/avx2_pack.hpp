@@ -23,6 +23,7 @@
 #include "gsq/format/nf4.hpp"
 #include "gsq/gemm/kernels/avx2.hpp"
 #include "gsq/gemm/pack.hpp"
+#include "gsq/quant/kernels/gse_avx2.hpp"
 
 GSQ_TARGET_BEGIN_AVX2
 GSQ_NAMESPACE_BEGIN
@@ -38,10 +39,12 @@ GSQ_ALWAYS_INLINE __m256i load_bytes32(const void* p, std::int64_t n) noexcept {
   return _mm256_load_si256(reinterpret_cast<const __m256i*>(buf));
 }
 
-/// 32 mantissas (int8) from element c (even) of a stored row; `avail` elements readable.
-GSQ_ALWAYS_INLINE __m256i load_mantissas32(const std::int8_t* row, bool nibbles, std::int64_t c,
+/// 32 mantissas (int8) from element c of a stored row of `code_bits` fields (c even for
+/// nibbles, a multiple of 4 for 6-bit fields); `avail` elements readable.
+GSQ_ALWAYS_INLINE __m256i load_mantissas32(const std::int8_t* row, int code_bits, std::int64_t c,
                                            std::int64_t avail) noexcept {
-  if (!nibbles) return load_bytes32(row + c, avail);
+  if (code_bits == 8) return load_bytes32(row + c, avail);
+  if (code_bits == 6) return quant::kernels::avx2::load_sixes32(row + c / 4 * 3, avail);
   const __m128i packed = _mm256_castsi256_si128(load_bytes32(row + c / 2, std::min<std::int64_t>(16, (avail + 1) / 2)));
   const __m256i w = _mm256_cvtepu8_epi16(packed);
   const __m256i lo = _mm256_and_si256(w, _mm256_set1_epi16(0x0F));
@@ -170,7 +173,7 @@ inline void pack_a(const GseMatrix& a, const PanelGeometry& geo, std::int64_t t0
     pack_a_reference(a, geo, t0, t1, out, out_exp);
     return;
   }
-  const bool nibbles = a.spec().is_packed();
+  const int code_bits = a.spec().code_bits();
   const std::int64_t total_quads = geo.groups * geo.quads;
   const std::int64_t avail = a.padded_cols();
   const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
@@ -193,7 +196,7 @@ inline void pack_a(const GseMatrix& a, const PanelGeometry& geo, std::int64_t t0
         __m256i v[4];
         for (int i = 0; i < 4; ++i)
           v[i] = _mm256_xor_si256(
-              rows[i] ? load_mantissas32(rows[i], nibbles, q0 * 4, avail - q0 * 4) : _mm256_setzero_si256(), flip);
+              rows[i] ? load_mantissas32(rows[i], code_bits, q0 * 4, avail - q0 * 4) : _mm256_setzero_si256(), flip);
         const __m256i t0v = _mm256_unpacklo_epi32(v[0], v[1]);
         const __m256i t1v = _mm256_unpackhi_epi32(v[0], v[1]);
         const __m256i t2v = _mm256_unpacklo_epi32(v[2], v[3]);
@@ -226,7 +229,7 @@ inline void pack_b(const BSourceView& s, const PanelGeometry& geo, std::int64_t 
   const int halves = geo.nr / 8;  // 8-column halves of the 16-column slabs
 
   if (s.kind == BSourceView::Kind::kGse) {
-    const bool nib = s.src_bits <= 4;
+    const int code_bits = gse_code_bits(s.src_bits);
     const std::int64_t total_quads = groups * geo.quads;
     const std::int64_t avail = groups * geo.group;
     for (int hh = 0; hh < halves; ++hh) {
@@ -242,7 +245,7 @@ inline void pack_b(const BSourceView& s, const PanelGeometry& geo, std::int64_t 
       for (std::int64_t q0 = 0; q0 < total_quads; q0 += 8) {
         __m256i v[8];
         for (int i = 0; i < 8; ++i)
-          v[i] = rows[i] ? load_mantissas32(rows[i], nib, k0 + q0 * 4, avail - q0 * 4) : _mm256_setzero_si256();
+          v[i] = rows[i] ? load_mantissas32(rows[i], code_bits, k0 + q0 * 4, avail - q0 * 4) : _mm256_setzero_si256();
         transpose8x8(v);
         const std::int64_t nq = std::min<std::int64_t>(8, total_quads - q0);
         for (int i = 0; i < nq; ++i) {
@@ -322,11 +325,11 @@ inline void pack_b(const BSourceView& s, const PanelGeometry& geo, std::int64_t 
         for (int l = 0; l < 8; ++l) idxs[l] = static_cast<int>((nj + l) / s.src_group - base);
         const __m256i eidx = _mm256_load_si256(reinterpret_cast<const __m256i*>(idxs));
         const std::int64_t n_exp = std::min<std::int64_t>(8, s.exp_stride - base);
-        const bool nib = s.src_bits <= 4;
+        const int code_bits = gse_code_bits(s.src_bits);
         for (std::int64_t i = 0; i < rows_in; ++i) {
           const std::int64_t k = kg + i;
           const std::int8_t* mrow = s.mant + k * s.mant_stride;
-          const __m128i m8 = _mm256_castsi256_si128(load_mantissas32(mrow, nib, nj, s.rows - nj));
+          const __m128i m8 = _mm256_castsi256_si128(load_mantissas32(mrow, code_bits, nj, s.rows - nj));
           const __m128i e8 = _mm256_castsi256_si128(load_bytes32(s.exps + k * s.exp_stride + base, n_exp));
           const __m256i ev = _mm256_permutevar8x32_epi32(_mm256_cvtepi8_epi32(e8), eidx);
           const __m256 x = _mm256_and_ps(_mm256_castsi256_ps(cols_ok),

@@ -27,6 +27,7 @@
 #include "gsq/format/gse.hpp"
 #include "gsq/format/nf4.hpp"
 #include "gsq/gemm/pack.hpp"
+#include "gsq/quant/kernels/gse_avx512.hpp"
 
 GSQ_TARGET_BEGIN_AVX512
 GSQ_NAMESPACE_BEGIN
@@ -51,12 +52,14 @@ GSQ_ALWAYS_INLINE __mmask16 lane_mask(std::int64_t n) noexcept {
   return static_cast<__mmask16>((1u << n) - 1u);
 }
 
-/// 64 mantissas (int8) starting at element `c` (even) of a stored row: bytes directly for
-/// b > 4, two nibbles per byte (low first, sign-extended) for b <= 4. `avail` counts the
-/// elements that may be read; the rest are zero.
-GSQ_ALWAYS_INLINE __m512i load_mantissas64(const std::int8_t* row, bool nibbles, std::int64_t c,
+/// 64 mantissas (int8) starting at element `c` of a stored row of `code_bits` fields:
+/// bytes directly (8), 6-bit fields (c a multiple of 4), or two nibbles per byte (low
+/// first, sign-extended; c even). `avail` counts the elements that may be read; the rest
+/// are zero.
+GSQ_ALWAYS_INLINE __m512i load_mantissas64(const std::int8_t* row, int code_bits, std::int64_t c,
                                            std::int64_t avail) noexcept {
-  if (!nibbles) return _mm512_maskz_loadu_epi8(byte_mask(avail), row + c);
+  if (code_bits == 8) return _mm512_maskz_loadu_epi8(byte_mask(avail), row + c);
+  if (code_bits == 6) return quant::kernels::avx512::load_sixes64(row + c / 4 * 3, avail);
   const __m256i packed = _mm256_maskz_loadu_epi8(byte_mask32((avail + 1) / 2), row + c / 2);
   const __m512i w = _mm512_cvtepu8_epi16(packed);  // byte i → word i
   const __m512i lo = _mm512_and_si512(w, _mm512_set1_epi16(0x0F));
@@ -186,7 +189,7 @@ GSQ_ALWAYS_INLINE void encode_vertical(const float* xg, std::int64_t rows_in, __
 /// into the data part of the records for slab `j` (columns 16j..16j+15 of the panel).
 /// Writes quads [0, total_quads) of the block; G % 4 == 0.
 GSQ_ALWAYS_INLINE void transpose_slab(const std::int8_t* base, std::int64_t stride, int valid,
-                                      bool nibbles, std::int64_t c0, std::int64_t avail,
+                                      int code_bits, std::int64_t c0, std::int64_t avail,
                                       std::int64_t total_quads, const PanelGeometry& geo, int j,
                                       std::int8_t* out) noexcept {
   const std::int64_t rec = geo.b_record_bytes();
@@ -197,14 +200,14 @@ GSQ_ALWAYS_INLINE void transpose_slab(const std::int8_t* base, std::int64_t stri
   for (std::int64_t q0 = 0; q0 < total_quads; q0 += 16) {
     __m512i r[16];
     const std::int64_t left = avail - q0 * 4;
-    const std::int8_t* p = base + (nibbles ? (c0 + q0 * 4) / 2 : c0 + q0 * 4);
-    if (!nibbles) {
+    const std::int8_t* p = base + gse_code_bytes(code_bits, c0 + q0 * 4);  // c0 + 4·q0: whole fields
+    if (code_bits == 8) {
       const __mmask64 mask = byte_mask(left);
       for (int i = 0; i < 16; ++i)
         r[i] = i < valid ? _mm512_maskz_loadu_epi8(mask, p + i * stride) : _mm512_setzero_si512();
     } else {
       for (int i = 0; i < 16; ++i)
-        r[i] = i < valid ? load_mantissas64(p + i * stride, true, 0, left) : _mm512_setzero_si512();
+        r[i] = i < valid ? load_mantissas64(p + i * stride, code_bits, 0, left) : _mm512_setzero_si512();
     }
     transpose16x16(r);
     const std::int64_t nq = std::min<std::int64_t>(16, total_quads - q0);
@@ -272,7 +275,7 @@ inline void pack_a(const GseMatrix& a, const PanelGeometry& geo, std::int64_t t0
     pack_a_reference(a, geo, t0, t1, out, out_exp);
     return;
   }
-  const bool nibbles = a.spec().is_packed();
+  const int code_bits = a.spec().code_bits();
   const std::int64_t total_quads = geo.groups * geo.quads;
   const std::int64_t avail = a.padded_cols();
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
@@ -295,7 +298,7 @@ inline void pack_a(const GseMatrix& a, const PanelGeometry& geo, std::int64_t t0
         __m512i v[4];
         for (int i = 0; i < 4; ++i)
           v[i] = _mm512_xor_si512(
-              rows[i] ? load_mantissas64(rows[i], nibbles, q0 * 4, avail - q0 * 4) : _mm512_setzero_si512(),
+              rows[i] ? load_mantissas64(rows[i], code_bits, q0 * 4, avail - q0 * 4) : _mm512_setzero_si512(),
               flip);
         // Interleave the four rows quad by quad (see transpose16x16 for the scheme).
         const __m512i t0v = _mm512_unpacklo_epi32(v[0], v[1]);
@@ -356,7 +359,7 @@ inline void pack_b(const BSourceView& s, const PanelGeometry& geo, std::int64_t 
       const std::int8_t* rows = valid > 0 ? s.mant + nj * s.mant_stride : s.mant;
       const std::int8_t* exps = valid > 0 ? s.exps + nj * s.exp_stride + g0 : s.exps;
       copy_exponents(exps, s.exp_stride, valid, groups, geo, j, out);
-      transpose_slab(rows, s.mant_stride, valid, s.src_bits <= 4, k0, groups * geo.group,
+      transpose_slab(rows, s.mant_stride, valid, gse_code_bits(s.src_bits), k0, groups * geo.group,
                      groups * geo.quads, geo, j, out);
     }
     write_corrections(geo, groups, out);
@@ -487,11 +490,11 @@ inline void pack_b(const BSourceView& s, const PanelGeometry& geo, std::int64_t 
         for (int l = 0; l < 16; ++l) idxs[l] = static_cast<int>((nj + l) / s.src_group - base);
         const __m512i eidx = _mm512_load_si512(reinterpret_cast<const void*>(idxs));
         const __mmask16 exp_ok = lane_mask(s.exp_stride - base);
-        const bool nib = s.src_bits <= 4;
+        const int code_bits = gse_code_bits(s.src_bits);
         for (std::int64_t i = 0; i < rows_in; ++i) {
           const std::int64_t k = kg + i;
           const std::int8_t* mrow = s.mant + k * s.mant_stride;
-          const __m128i m8 = nib ? _mm512_castsi512_si128(load_mantissas64(mrow, true, nj, s.rows - nj))
+          const __m128i m8 = code_bits != 8 ? _mm512_castsi512_si128(load_mantissas64(mrow, code_bits, nj, s.rows - nj))
                                  : _mm_maskz_loadu_epi8(cols_ok, mrow + nj);
           const __m512i e16 = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(exp_ok, s.exps + k * s.exp_stride + base));
           const __m512 ev = _mm512_cvtepi32_ps(_mm512_permutexvar_epi32(eidx, e16));

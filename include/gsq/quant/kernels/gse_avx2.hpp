@@ -181,6 +181,69 @@ inline void unpack_nibbles(const std::int8_t* packed, std::int64_t n, std::int8_
   if (i < n) unpack_nibbles_scalar(packed + i / 2, n - i, m + i);
 }
 
+/// 32 sign-extended 6-bit mantissas (4 per 3 bytes, format/gse.hpp) from the first
+/// `count` fields at `packed` (count a multiple of 4 or the row's end; the rest are zero).
+GSQ_ALWAYS_INLINE __m256i load_sixes32(const std::int8_t* packed, std::int64_t count) noexcept {
+  alignas(32) std::uint8_t buf[32] = {};
+  const std::int64_t bytes = gse_code_bytes(6, std::min<std::int64_t>(32, count));
+  if (bytes >= 24)
+    std::memcpy(buf, packed, 24);
+  else if (bytes > 0)
+    std::memcpy(buf, packed, static_cast<std::size_t>(bytes));
+  // Dwords 3L..3L+2 (12 bytes, 16 fields) into 128-bit lane L, then each 3-byte word into a dword.
+  const __m256i x = _mm256_permutevar8x32_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(buf)),
+                                                _mm256_setr_epi32(0, 1, 2, 0, 3, 4, 5, 0));
+  const __m256i v = _mm256_shuffle_epi8(
+      x, _mm256_setr_epi8(0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1,
+                          0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1));
+  const __m256i f = _mm256_or_si256(
+      _mm256_or_si256(_mm256_and_si256(v, _mm256_set1_epi32(0x3F)),
+                      _mm256_and_si256(_mm256_slli_epi32(v, 2), _mm256_set1_epi32(0x3F00))),
+      _mm256_or_si256(_mm256_and_si256(_mm256_slli_epi32(v, 4), _mm256_set1_epi32(0x3F0000)),
+                      _mm256_and_si256(_mm256_slli_epi32(v, 6), _mm256_set1_epi32(0x3F000000))));
+  const __m256i sign = _mm256_set1_epi8(32);
+  const __m256i m = _mm256_sub_epi8(_mm256_xor_si256(f, sign), sign);
+  if (count >= 32) return m;
+  const __m256i iota = _mm256_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+                                        17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31);
+  const __m256i n = _mm256_set1_epi8(static_cast<char>(std::max<std::int64_t>(0, count)));
+  return _mm256_and_si256(m, _mm256_cmpgt_epi8(n, iota));
+}
+
+/// Packs 32 int8 mantissas in [-32, 31] into 24 bytes of 6-bit fields (format/gse.hpp).
+GSQ_ALWAYS_INLINE void store_sixes32(std::int8_t* out, __m256i m) noexcept {
+  const __m256i u = _mm256_and_si256(m, _mm256_set1_epi8(0x3F));
+  // b0 + 64·b1 per 16-bit word, then w0 + 4096·w1 per dword: the 24-bit word of 4 fields.
+  const __m256i w = _mm256_maddubs_epi16(u, _mm256_set1_epi16(0x4001));
+  const __m256i d = _mm256_madd_epi16(w, _mm256_set1_epi32(0x10000001));
+  const __m256i b = _mm256_shuffle_epi8(
+      d, _mm256_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1,
+                          0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1));
+  const __m256i c = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 1, 2, 4, 5, 6, 3, 7));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm256_castsi256_si128(c));
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(out + 16), _mm256_extracti128_si256(c, 1));
+}
+
+/// Packs n int8 mantissas into `code_bits` fields (format/gse.hpp gse_pack_codes).
+inline void pack_codes(const std::int8_t* m, std::int64_t n, int code_bits, std::int8_t* out) noexcept {
+  if (code_bits == 4) return pack_nibbles(m, n, out);
+  std::int64_t i = 0;
+  if (code_bits == 6)
+    for (; i + 32 <= n; i += 32)
+      store_sixes32(out + i / 4 * 3, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(m + i)));
+  gse_pack_codes(m + i, n - i, code_bits, out + gse_code_bytes(code_bits, i));
+}
+
+/// The inverse of pack_codes for n mantissas.
+inline void unpack_codes(const std::int8_t* packed, std::int64_t n, int code_bits, std::int8_t* m) noexcept {
+  if (code_bits == 4) return unpack_nibbles(packed, n, m);
+  std::int64_t i = 0;
+  if (code_bits == 6)
+    for (; i + 32 <= n; i += 32)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(m + i), load_sixes32(packed + i / 4 * 3, 32));
+  gse_unpack_codes(packed + gse_code_bytes(code_bits, i), n - i, code_bits, m + i);
+}
+
 template <int kGroup>
 inline bool quantize_row(const GseQuantParams& p, std::int64_t r, std::int8_t* dst,
                          const PhiloxKeys8& keys) noexcept {
@@ -323,7 +386,7 @@ inline bool quantize_tile_transposed(const GseQuantParams& p, std::int64_t j0,
   }
   if (p.staging != nullptr) {
     for (std::int64_t j = 0; j < jn; ++j)
-      pack_nibbles(p.staging + j * padded_cols, padded_cols, p.mantissas + (j0 + j) * p.row_bytes);
+      pack_codes(p.staging + j * padded_cols, padded_cols, p.code_bits, p.mantissas + (j0 + j) * p.row_bytes);
   }
   return true;
 }
@@ -358,7 +421,7 @@ inline bool quantize_gse_rows(const GseQuantParams& p, std::int64_t r0, std::int
         break;
     }
     if (!ok) return false;
-    if (packed) pack_nibbles(dst, p.groups * p.group, p.mantissas + r * p.row_bytes);
+    if (packed) pack_codes(dst, p.groups * p.group, p.code_bits, p.mantissas + r * p.row_bytes);
   }
   return true;
 }
@@ -371,7 +434,7 @@ inline void dequantize_gse_rows(const GseDequantParams& p, std::int64_t r0,
     for (std::int64_t r = r0; r < r1; ++r) {
       const std::int8_t* m = p.mantissas + r * p.row_bytes;
       if (p.packed) {
-        unpack_nibbles(m, padded_cols, p.staging);
+        unpack_codes(m, padded_cols, p.code_bits, p.staging);
         m = p.staging;
       }
       const std::int8_t* exps = p.exponents + r * p.groups;
@@ -404,7 +467,7 @@ inline void dequantize_gse_rows(const GseDequantParams& p, std::int64_t r0,
     for (std::int64_t j = 0; j < jn; ++j) {
       const std::int8_t* m = p.mantissas + (j0 + j) * p.row_bytes;
       if (p.packed) {
-        unpack_nibbles(m, padded_cols, p.staging + j * padded_cols);
+        unpack_codes(m, padded_cols, p.code_bits, p.staging + j * padded_cols);
         m = p.staging + j * padded_cols;
       }
       rows[j] = m;

@@ -242,6 +242,56 @@ inline void unpack_nibbles(const std::int8_t* packed, std::int64_t n, std::int8_
   }
 }
 
+/// 64 sign-extended 6-bit mantissas (4 per 3 bytes, format/gse.hpp) from the first
+/// `count` fields at `packed` (count a multiple of 4 or the row's end; the rest are zero).
+GSQ_ALWAYS_INLINE __m512i load_sixes64(const std::int8_t* packed, std::int64_t count) noexcept {
+  const std::int64_t bytes = gse_code_bytes(6, std::min<std::int64_t>(64, count));
+  const __m512i raw = _mm512_maskz_loadu_epi8(byte_mask(bytes), packed);
+  // Dwords 3L..3L+2 (12 bytes, 16 fields) into 128-bit lane L, then each 3-byte word into a dword.
+  const __m512i x = _mm512_permutexvar_epi32(
+      _mm512_setr_epi32(0, 1, 2, 0, 3, 4, 5, 0, 6, 7, 8, 0, 9, 10, 11, 0), raw);
+  const __m512i v = _mm512_shuffle_epi8(
+      x, _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1)));
+  const __m512i f = _mm512_or_si512(
+      _mm512_or_si512(_mm512_and_si512(v, _mm512_set1_epi32(0x3F)),
+                      _mm512_and_si512(_mm512_slli_epi32(v, 2), _mm512_set1_epi32(0x3F00))),
+      _mm512_or_si512(_mm512_and_si512(_mm512_slli_epi32(v, 4), _mm512_set1_epi32(0x3F0000)),
+                      _mm512_and_si512(_mm512_slli_epi32(v, 6), _mm512_set1_epi32(0x3F000000))));
+  const __m512i sign = _mm512_set1_epi8(32);
+  return _mm512_maskz_mov_epi8(byte_mask(count), _mm512_sub_epi8(_mm512_xor_si512(f, sign), sign));
+}
+
+/// Packs 64 int8 mantissas in [-32, 31] into 48 bytes of 6-bit fields (format/gse.hpp).
+GSQ_ALWAYS_INLINE void store_sixes64(std::int8_t* out, __m512i m) noexcept {
+  const __m512i u = _mm512_and_si512(m, _mm512_set1_epi8(0x3F));
+  // b0 + 64·b1 per 16-bit word, then w0 + 4096·w1 per dword: the 24-bit word of 4 fields.
+  const __m512i w = _mm512_maddubs_epi16(u, _mm512_set1_epi16(0x4001));
+  const __m512i d = _mm512_madd_epi16(w, _mm512_set1_epi32(0x10000001));
+  const __m512i b = _mm512_shuffle_epi8(
+      d, _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1)));
+  const __m512i c = _mm512_permutexvar_epi32(
+      _mm512_setr_epi32(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 3, 7, 11, 15), b);
+  _mm512_mask_storeu_epi8(out, byte_mask(48), c);
+}
+
+/// Packs n int8 mantissas into `code_bits` fields (format/gse.hpp gse_pack_codes).
+inline void pack_codes(const std::int8_t* m, std::int64_t n, int code_bits, std::int8_t* out) noexcept {
+  if (code_bits == 4) return pack_nibbles(m, n, out);
+  std::int64_t i = 0;
+  if (code_bits == 6)
+    for (; i + 64 <= n; i += 64) store_sixes64(out + i / 4 * 3, _mm512_loadu_si512(m + i));
+  gse_pack_codes(m + i, n - i, code_bits, out + gse_code_bytes(code_bits, i));
+}
+
+/// The inverse of pack_codes for n mantissas.
+inline void unpack_codes(const std::int8_t* packed, std::int64_t n, int code_bits, std::int8_t* m) noexcept {
+  if (code_bits == 4) return unpack_nibbles(packed, n, m);
+  std::int64_t i = 0;
+  if (code_bits == 6)
+    for (; i + 64 <= n; i += 64) _mm512_storeu_si512(m + i, load_sixes64(packed + i / 4 * 3, 64));
+  gse_unpack_codes(packed + gse_code_bytes(code_bits, i), n - i, code_bits, m + i);
+}
+
 /// |x| bit patterns of one group of V·16 values, max-reduced to 16 lanes.
 template <int V>
 GSQ_ALWAYS_INLINE __m512i group_abs_max(const float* src, __m512i abs_mask) noexcept {
@@ -422,7 +472,7 @@ inline bool quantize_tile_group(const GseQuantParams& p, std::int64_t j0, std::i
     tile[i] = _mm512_cvtepi32_epi8(round_clamp16(scaled, p.stochastic, u, qmax));
   }
   const std::int64_t padded_cols = p.groups * group;
-  const bool pack_in_place = staging == nullptr && p.staging != nullptr;
+  const bool pack_in_place = staging == nullptr && p.staging != nullptr;  // nibbles, even G
   std::int8_t* bytes_out[16];
   std::int8_t* packed_out[16];
   for (std::int64_t j = 0; j < jn; ++j) {
@@ -474,13 +524,13 @@ inline bool quantize_tile_group(const GseQuantParams& p, std::int64_t j0, std::i
 /// Transposed output rows [r0, r1) (r0 a multiple of kGseTileRows). Groups are the
 /// outer loop: the G source rows of a group are streamed left to right across all the
 /// tiles of the range, and each output row receives its G bytes in ascending order.
-/// Packed formats with an odd G (groups straddle bytes) go tile by tile through the
-/// staging rows instead, and are packed once a tile's rows are complete.
+/// Nibble formats with an odd G (groups straddle bytes) and 6-bit formats go tile by
+/// tile through the staging rows instead, and are packed once a tile's rows are complete.
 inline bool quantize_transposed(const GseQuantParams& p, std::int64_t r0, std::int64_t r1,
                                 const PhiloxKeys16& keys) noexcept {
   TransposeScratch scratch;
   const bool packed = p.staging != nullptr;
-  if (!packed || p.group % 2 == 0) {
+  if (!packed || (p.code_bits == 4 && p.group % 2 == 0)) {
     for (std::int64_t g = 0; g < p.groups; ++g)
       for (std::int64_t j0 = r0; j0 < r1; j0 += kGseTileRows)
         if (!quantize_tile_group(p, j0, std::min<std::int64_t>(kLanes, r1 - j0), g, nullptr, keys,
@@ -494,7 +544,7 @@ inline bool quantize_transposed(const GseQuantParams& p, std::int64_t r0, std::i
     for (std::int64_t g = 0; g < p.groups; ++g)
       if (!quantize_tile_group(p, j0, jn, g, p.staging, keys, scratch)) return false;
     for (std::int64_t j = 0; j < jn; ++j)
-      pack_nibbles(p.staging + j * padded_cols, padded_cols, p.mantissas + (j0 + j) * p.row_bytes);
+      pack_codes(p.staging + j * padded_cols, padded_cols, p.code_bits, p.mantissas + (j0 + j) * p.row_bytes);
   }
   return true;
 }
@@ -524,7 +574,7 @@ inline bool quantize_gse_rows(const GseQuantParams& p, std::int64_t r0, std::int
         break;
     }
     if (!ok) return false;
-    if (packed) pack_nibbles(dst, p.groups * p.group, p.mantissas + r * p.row_bytes);
+    if (packed) pack_codes(dst, p.groups * p.group, p.code_bits, p.mantissas + r * p.row_bytes);
   }
   return true;
 }
@@ -620,7 +670,7 @@ inline void dequantize_gse_rows(const GseDequantParams& p, std::int64_t r0,
     for (std::int64_t r = r0; r < r1; ++r) {
       const std::int8_t* m = p.mantissas + r * p.row_bytes;
       if (p.packed) {
-        unpack_nibbles(m, padded_cols, p.staging);
+        unpack_codes(m, padded_cols, p.code_bits, p.staging);
         m = p.staging;
       }
       const std::int8_t* exps = p.exponents + r * p.groups;
@@ -641,15 +691,16 @@ inline void dequantize_gse_rows(const GseDequantParams& p, std::int64_t r0,
   }
   // Transposed: tile by tile (16 GseMatrix rows), groups in order. Each tile reads its
   // rows front to back; the output is written 64 bytes per row. (Groups as the outer
-  // loop made the writes sequential per output row but measured slower.) Packed rows
-  // with an odd G straddle bytes per group, so they are unpacked whole first.
-  const bool unpack_rows = p.packed && group % 2 != 0;
+  // loop made the writes sequential per output row but measured slower.) Nibble rows
+  // with an odd G straddle bytes per group, and 6-bit rows always may, so they are
+  // unpacked whole first.
+  const bool unpack_rows = p.packed && (p.code_bits != 4 || group % 2 != 0);
   for (std::int64_t j0 = r0; j0 < r1; j0 += kGseTileRows) {
     const std::int64_t jn = std::min<std::int64_t>(kLanes, r1 - j0);
     if (unpack_rows) {
       for (std::int64_t j = 0; j < jn; ++j)
-        unpack_nibbles(p.mantissas + (j0 + j) * p.row_bytes, padded_cols,
-                       p.staging + j * padded_cols);
+        unpack_codes(p.mantissas + (j0 + j) * p.row_bytes, padded_cols, p.code_bits,
+                     p.staging + j * padded_cols);
     }
     for (std::int64_t g = 0; g < p.groups; ++g)
       dequantize_tile_group(p, j0, jn, g, unpack_rows ? p.staging : nullptr);

@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "gsq/core/config.hpp"
+#include "gsq/format/gse.hpp"
 
 GSQ_NAMESPACE_BEGIN
 namespace quant::kernels {
@@ -34,8 +35,9 @@ struct GseQuantParams {
   std::int64_t row_bytes = 0;
   std::int8_t* exponents = nullptr;
   std::int64_t groups = 0;  // groups per output row
-  // Packed formats (bits <= 4): one int8 per element is written here first, then packed.
-  // Holds padded_cols bytes (transpose = false) or kGseTileRows · padded_cols (true).
+  int code_bits = 8;  // stored field width (format/gse.hpp): 4, 6 or 8
+  // Packed formats (code_bits < 8): one int8 per element is written here first, then
+  // packed. Holds padded_cols bytes (transpose = false) or kGseTileRows · padded_cols (true).
   std::int8_t* staging = nullptr;
 };
 
@@ -46,7 +48,8 @@ struct GseDequantParams {
   std::int64_t groups = 0;
   std::int64_t rows = 0, cols = 0;  // of the GseMatrix
   int group = 32;
-  bool packed = false;
+  bool packed = false;     // code_bits < 8
+  int code_bits = 8;       // stored field width (format/gse.hpp): 4, 6 or 8
   bool transpose = false;  // dst is [cols, rows] instead of [rows, cols]
   float* dst = nullptr;
   std::int64_t dst_stride = 0;
