@@ -196,3 +196,182 @@ TEST_SUITE("nn") {
     CHECK_THROWS_AS(gsq::CausalAttention(6, 4, 8), gsq::ConfigError);
   }
 }
+
+// ---- fused attention (FP32 / BF16): the float64 definition of forward and backward ------
+
+namespace {
+
+struct Grads {
+  std::vector<double> out, lse, dq, dk, dv;
+};
+
+// Forward output, log-sum-exp and the gradients for dout, in float64 from the definition.
+Grads reference_grads(const Shape& s, const gsq::Tensor<float>& q, const gsq::Tensor<float>& k,
+                      const gsq::Tensor<float>& v, const gsq::Tensor<float>& dout) {
+  const std::int64_t hs = s.hs, H = s.heads, G = s.kv_heads;
+  Grads r;
+  r.out.assign(static_cast<std::size_t>(s.batch * s.nq * H * hs), 0.0);
+  r.dq = r.out;
+  r.lse.assign(static_cast<std::size_t>(s.batch * H * s.nq), 0.0);
+  r.dk.assign(static_cast<std::size_t>(s.batch * s.nk * G * hs), 0.0);
+  r.dv = r.dk;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hs));
+  for (std::int64_t b = 0; b < s.batch; ++b)
+    for (std::int64_t h = 0; h < H; ++h) {
+      const std::int64_t g = h / (H / G);
+      for (std::int64_t i = 0; i < s.nq; ++i) {
+        const std::int64_t n = s.nk - s.nq + i + 1;
+        std::vector<double> p(static_cast<std::size_t>(n)), dp(static_cast<std::size_t>(n));
+        double m = -1e300;
+        for (std::int64_t j = 0; j < n; ++j) {
+          double dot = 0.0;
+          for (std::int64_t d = 0; d < hs; ++d)
+            dot += static_cast<double>(q(b * s.nq + i, h * hs + d)) * k(b * s.nk + j, g * hs + d);
+          p[static_cast<std::size_t>(j)] = dot * scale;
+          m = std::max(m, dot * scale);
+        }
+        double sum = 0.0;
+        for (double& x : p) sum += (x = std::exp(x - m));
+        for (double& x : p) x /= sum;
+        r.lse[static_cast<std::size_t>((b * H + h) * s.nq + i)] = m + std::log(sum);
+        const auto row = static_cast<std::size_t>((b * s.nq + i) * H * hs + h * hs);
+        for (std::int64_t d = 0; d < hs; ++d)
+          for (std::int64_t j = 0; j < n; ++j)
+            r.out[row + static_cast<std::size_t>(d)] += p[static_cast<std::size_t>(j)] * v(b * s.nk + j, g * hs + d);
+        double rowdot = 0.0;
+        for (std::int64_t j = 0; j < n; ++j) {
+          double x = 0.0;
+          for (std::int64_t d = 0; d < hs; ++d)
+            x += static_cast<double>(dout(b * s.nq + i, h * hs + d)) * v(b * s.nk + j, g * hs + d);
+          dp[static_cast<std::size_t>(j)] = x;
+          rowdot += p[static_cast<std::size_t>(j)] * x;
+        }
+        for (std::int64_t j = 0; j < n; ++j) {
+          const double pj = p[static_cast<std::size_t>(j)];
+          const double ds = pj * (dp[static_cast<std::size_t>(j)] - rowdot) * scale;
+          const auto krow = static_cast<std::size_t>((b * s.nk + j) * G * hs + g * hs);
+          for (std::int64_t d = 0; d < hs; ++d) {
+            const auto du = static_cast<std::size_t>(d);
+            r.dq[row + du] += ds * k(b * s.nk + j, g * hs + d);
+            r.dk[krow + du] += ds * q(b * s.nq + i, h * hs + d);
+            r.dv[krow + du] += pj * dout(b * s.nq + i, h * hs + d);
+          }
+        }
+      }
+    }
+  return r;
+}
+
+struct Fused {
+  gsq::Tensor<float> out, lse, dq, dk, dv;
+};
+
+Fused run_fused(const Shape& s, const Operands& op, const gsq::Tensor<float>& dout, bool bf16) {
+  gsq::CausalAttention attn(s.heads, s.kv_heads, s.hs, gsq::Bits::fp32(), bf16);
+  gsq::CausalAttention::Cache cache;
+  Fused f{gsq::Tensor<float>({s.batch * s.nq, s.heads * s.hs}), {},
+          gsq::Tensor<float>({s.batch * s.nq, s.heads * s.hs}),
+          gsq::Tensor<float>({s.batch * s.nk, s.kv_heads * s.hs}),
+          gsq::Tensor<float>({s.batch * s.nk, s.kv_heads * s.hs})};
+  attn.forward(op.q, op.k, op.v, s.batch, f.out, &cache);
+  attn.backward(op.q, op.k, op.v, dout, cache, f.dq, f.dk, f.dv);
+  f.lse = cache.lse.clone();
+  return f;
+}
+
+// max |got − want| / max(max |want|, floor)
+double relative_error(const gsq::Tensor<float>& got, const std::vector<double>& want,
+                      double floor = 1e-3) {
+  double err = 0.0, scale = floor;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    err = std::max(err, std::fabs(static_cast<double>(got.data()[i]) - want[i]));
+    scale = std::max(scale, std::fabs(want[i]));
+  }
+  return err / scale;
+}
+
+bool same_bits(const Fused& a, const Fused& b) {
+  auto eq = [](const gsq::Tensor<float>& x, const gsq::Tensor<float>& y) {
+    return x.numel() == y.numel() && gsq::test::bitwise_equal(x.data(), y.data(), x.numel());
+  };
+  return eq(a.out, b.out) && eq(a.lse, b.lse) && eq(a.dq, b.dq) && eq(a.dk, b.dk) && eq(a.dv, b.dv);
+}
+
+const std::vector<Shape> kFusedShapes = {
+    {1, 1, 1, 2, 1, 8},     {2, 15, 15, 4, 2, 8},   {1, 16, 16, 2, 2, 64},  {2, 17, 17, 4, 1, 64},
+    {1, 33, 33, 2, 1, 128}, {1, 100, 100, 4, 2, 64}, {1, 65, 65, 1, 1, 16}, {2, 7, 70, 2, 1, 32},
+    {1, 1, 100, 4, 4, 64},  {1, 130, 130, 2, 2, 8},  {1, 20, 20, 2, 1, 7},  // odd head size: FP32 only
+};
+
+}  // namespace
+
+TEST_CASE("attention: fused FP32 and BF16 match the float64 definition (out, lse, dq, dk, dv)") {
+  for (const Shape& s : kFusedShapes) {
+    CAPTURE(s.batch);
+    CAPTURE(s.nq);
+    CAPTURE(s.nk);
+    CAPTURE(s.heads);
+    CAPTURE(s.kv_heads);
+    CAPTURE(s.hs);
+    const Operands op = make_operands(s, 70 + static_cast<std::uint64_t>(s.nq));
+    const auto dout = gsq::test::normal_matrix(s.batch * s.nq, s.heads * s.hs, 80);
+    const Grads want = reference_grads(s, op.q, op.k, op.v, dout);
+    for (bool bf16 : {false, true}) {
+      if (bf16 && s.hs % 2 != 0) {
+        CHECK_THROWS_AS(gsq::CausalAttention(s.heads, s.kv_heads, s.hs, gsq::Bits::fp32(), true),
+                        gsq::ConfigError);
+        continue;
+      }
+      CAPTURE(bf16);
+      const Fused got = run_fused(s, op, dout, bf16);
+      // FP32: exp_approx and FP32 sums; BF16: operands carry 8 significant bits.
+      const double tol = bf16 ? 3e-2 : 2e-5;
+      CHECK(relative_error(got.out, want.out) < tol);
+      CHECK(relative_error(got.lse, want.lse) < tol);
+      // dQ and dK are measured against the size of the gradients (dV's): with one visible
+      // key their exact value is 0 = dP − rowsum(dO ⊙ O), and what remains is rounding
+      // of dP (BF16 operands) against D (from the FP32 output).
+      double grad_scale = 1e-3;
+      for (double x : want.dv) grad_scale = std::max(grad_scale, std::fabs(x));
+      CHECK(relative_error(got.dq, want.dq, grad_scale) < tol);
+      CHECK(relative_error(got.dk, want.dk, grad_scale) < tol);
+      CHECK(relative_error(got.dv, want.dv) < tol);
+    }
+  }
+}
+
+TEST_CASE("attention: every ISA path gives the reference path's bits, FP32 and BF16") {
+  for (const Shape& s : {Shape{2, 17, 17, 4, 2, 64}, Shape{1, 100, 100, 2, 1, 128},
+                         Shape{1, 70, 90, 2, 2, 8}, Shape{1, 33, 33, 2, 1, 24}}) {
+    CAPTURE(s.nq);
+    CAPTURE(s.hs);
+    const Operands op = make_operands(s, 90);
+    const auto dout = gsq::test::normal_matrix(s.batch * s.nq, s.heads * s.hs, 91);
+    for (bool bf16 : {false, true}) {
+      CAPTURE(bf16);
+      gsq::set_isa_mask(static_cast<gsq::IsaMask>(gsq::Isa::kReference));
+      const Fused want = run_fused(s, op, dout, bf16);
+      gsq::set_isa_mask(0);
+      gsq::test::for_each_isa([&](gsq::Isa isa) {
+        CAPTURE(gsq::isa_name(isa));
+        CHECK(same_bits(run_fused(s, op, dout, bf16), want));
+      });
+    }
+  }
+}
+
+TEST_CASE("attention: fused results are bit-identical on 1, 2 and 3 threads") {
+  const Shape s{2, 150, 150, 4, 2, 32};  // 3 query blocks per head, 3 key blocks per kv head
+  const Operands op = make_operands(s, 95);
+  const auto dout = gsq::test::normal_matrix(s.batch * s.nq, s.heads * s.hs, 96);
+  for (bool bf16 : {false, true}) {
+    CAPTURE(bf16);
+    gsq::set_num_threads(1);
+    const Fused one = run_fused(s, op, dout, bf16);
+    for (int threads : {2, 3}) {
+      gsq::set_num_threads(threads);
+      CHECK(same_bits(run_fused(s, op, dout, bf16), one));
+    }
+    gsq::set_num_threads(0);
+  }
+}

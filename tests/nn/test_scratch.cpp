@@ -74,3 +74,55 @@ TEST_CASE("scratch: layers share it, results ignore its history, release_scratch
   CHECK(gsq::test::bitwise_equal(dx_fresh.data(), dx_after.data(), dx_fresh.numel()));
   gsq::set_num_threads(0);
 }
+
+TEST_CASE("scratch: grow-only slots stop growing once the longest batch has been seen") {
+  // The trainer trims each batch to its own length, so the token count changes every
+  // step. Keyed by shape, the GSE-INT slots added buffers for every new length; grow-only
+  // slots reuse the largest one.
+  const std::int64_t in = 64, out = 48, rank = 8, longest = 160;
+  const Tensor<float> w = gsq::test::random_matrix(out, in, 11);
+  gsq::set_num_threads(1);
+  gsq::release_scratch();
+  LoraLinear layer(FrozenWeight::fp32(w.view()), {.rank = rank, .bits = Bits::w8a8g8(), .seed = 3});
+  auto run = [&](std::int64_t tokens) {
+    const Tensor<float> x = gsq::test::random_matrix(tokens, in, static_cast<std::uint64_t>(tokens));
+    const Tensor<float> dy = gsq::test::random_matrix(tokens, out, static_cast<std::uint64_t>(tokens) + 1000);
+    step(layer, x, dy);
+  };
+  run(longest);
+  const std::int64_t after_longest = scratch_now();
+  CHECK(after_longest > 0);
+  // Every other length once, in an order that is neither ascending nor descending.
+  std::int64_t peak = after_longest;
+  for (std::int64_t i = 0; i < longest - 1; ++i) {
+    run(1 + (i * 37) % (longest - 1));
+    peak = std::max(peak, scratch_now());
+  }
+  MESSAGE("scratch after the longest batch " << after_longest << " bytes, peak over "
+                                             << longest - 1 << " other lengths " << peak);
+  CHECK(peak == after_longest);
+  gsq::release_scratch();
+  gsq::set_num_threads(0);
+}
+
+TEST_CASE("scratch: a GSE-INT slot reshapes in place and regrows past its largest size") {
+  gsq::set_num_threads(1);
+  gsq::release_scratch();
+  const gsq::GseSpec spec = Bits::w8a8g8().activation_spec();
+  using gsq::detail::ScratchSlot;
+  gsq::GseMatrix& a = gsq::detail::shared_gse(ScratchSlot::kActivation, 40, 100, spec);
+  CHECK(a.rows() == 40);
+  CHECK(a.cols() == 100);
+  const std::int64_t held = scratch_now();
+  // 40 rows of 4 groups hold 100 rows of one group.
+  gsq::GseMatrix& b = gsq::detail::shared_gse(ScratchSlot::kActivation, 100, 20, spec);
+  CHECK(&a == &b);
+  CHECK(b.rows() == 100);
+  CHECK(b.cols() == 20);
+  CHECK(b.groups_per_row() == 1);
+  CHECK(scratch_now() == held);
+  gsq::detail::shared_gse(ScratchSlot::kActivation, 400, 100, spec);
+  CHECK(scratch_now() > held);
+  gsq::release_scratch();
+  gsq::set_num_threads(0);
+}

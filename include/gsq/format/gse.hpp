@@ -205,6 +205,23 @@ class GseMatrix {
     return m;
   }
 
+  /// Makes this a [rows, cols] matrix of the same spec inside the storage it already
+  /// holds, when that is large enough (grow-only scratch reuses one buffer for varying
+  /// shapes); returns false and changes nothing otherwise. Contents are unspecified
+  /// afterwards (quantizing rewrites every byte of the new shape, padding included).
+  bool reshape_within(std::int64_t rows, std::int64_t cols) noexcept {
+    if (rows < 0 || cols < 0 || spec_.group <= 0) return false;
+    const std::int64_t groups = (cols + spec_.group - 1) / spec_.group;
+    const std::int64_t row_bytes =
+        spec_.is_packed() ? (groups * spec_.group + 1) / 2 : groups * spec_.group;
+    if (rows * row_bytes > mantissas_.size() || rows * groups > exponents_.size()) return false;
+    rows_ = rows;
+    cols_ = cols;
+    groups_ = groups;
+    row_bytes_ = row_bytes;
+    return true;
+  }
+
   const GseSpec& spec() const noexcept { return spec_; }
   std::int64_t rows() const noexcept { return rows_; }
   std::int64_t cols() const noexcept { return cols_; }

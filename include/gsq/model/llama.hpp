@@ -91,6 +91,9 @@ struct LlamaOptions {
   bool double_quant = false;                       // NF4: quantize the block scales too
   Bits bits = Bits::fp32();            // products of the frozen (non-target) projections
   Bits attention_bits = Bits::fp32();  // attention's score and value products
+  // With FP32 attention_bits: round attention's product operands to BF16 (FP32
+  // accumulation and softmax; nn/attention.hpp). Needs an even head size.
+  bool attention_bf16 = false;
   ProjectionKind adapter = ProjectionKind::kFrozen;  // what the target modules become
   std::vector<std::string> target_modules = {kLlamaProjections.begin(), kLlamaProjections.end()};
   // Rank, alpha, bits and seed of the LoRA or L4Q layers (the seed is varied per slot).
@@ -281,7 +284,7 @@ class Llama {
                   "' for this config");
     rope_ = Rope(config_.head_size(), config_.max_seq_len, config_.rope_theta, config_.rope_style);
     attention_ = CausalAttention(config_.n_heads, config_.n_kv_heads, config_.head_size(),
-                                 options_.attention_bits);
+                                 options_.attention_bits, options_.attention_bf16);
     if (options_.integer_classifier && !options_.bits.is_fp32() && !classifier_trainable()) {
       LinearConfig lin;
       lin.bits = options_.bits;
