@@ -20,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <optional>
@@ -53,8 +54,10 @@ nlohmann::json evaluate_ptq(const std::vector<int>& bits, const driver::Finetune
                             const driver::AdapterSpec& spec, const driver::BaseModel& base, gsq::Llama& model,
                             const std::vector<gsq::data::Batch>& eval, driver::JsonlLog& log, std::int64_t step) {
   nlohmann::json out = nlohmann::json::object();
+  const gsq::LlamaWeights full = base.streamed ? driver::load_model_files(base.model_path) : gsq::LlamaWeights{};
+  const gsq::LlamaWeights& weights = base.streamed ? full : base.weights;  // FP32 (small models)
   for (int n : bits) {
-    const gsq::EvalResult e = driver::evaluate_rtn(base.weights.config, driver::merged_lora_tensors(base.weights, model),
+    const gsq::EvalResult e = driver::evaluate_rtn(weights.config, driver::merged_lora_tensors(weights, model),
                                                    spec.targets, n, s.quant_group, eval);
     const std::string name = "lora+rtn-int" + std::to_string(n) + "/G" + std::to_string(s.quant_group);
     log.write({{"event", "eval"}, {"step", step}, {"forward", name}, {"nll", e.mean_nll()},
@@ -66,7 +69,7 @@ nlohmann::json evaluate_ptq(const std::vector<int>& bits, const driver::Finetune
   return out;
 }
 
-int finetune(driver::FinetuneSettings& s, const std::vector<int>& ptq_bits) {
+int finetune(driver::FinetuneSettings& s, const std::vector<int>& ptq_bits, const std::string& save_base) {
   driver::install_stop_handlers();  // from here on, Ctrl-C ends the run after a step, with a checkpoint
   s.validate();
   if (s.out.empty()) driver::config_error("--out is required (the run's output directory)");
@@ -84,7 +87,7 @@ int finetune(driver::FinetuneSettings& s, const std::vector<int>& ptq_bits) {
   fs::create_directories(out);
   if (s.threads > 0) gsq::set_num_threads(s.threads);
 
-  driver::BaseModel base = driver::load_base_model(s.model, s.tokenizer);
+  driver::BaseModel base = driver::load_base_model(s.model, s.tokenizer, /*stream=*/true);
   const auto& c = base.weights.config;
   if (s.seq_len > c.max_seq_len)
     driver::config_error("--seq-len " + std::to_string(s.seq_len) + " exceeds the model's context of " +
@@ -118,6 +121,14 @@ int finetune(driver::FinetuneSettings& s, const std::vector<int>& ptq_bits) {
   const nlohmann::json settings = s.to_json();
   driver::RunHooks hooks;
   hooks.log = &log;
+  if (!save_base.empty())
+    hooks.after_build = [&](gsq::Llama& m) {
+      const auto t0 = std::chrono::steady_clock::now();
+      gsq::save_quantized_base(save_base, m, fs::absolute(base.tokenizer_path).string());
+      std::printf("saved the quantized base to %s (%.1f s)\n", save_base.c_str(),
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      log.write({{"event", "save_base"}, {"path", save_base}});
+    };
   hooks.checkpoint = [&](gsq::Trainer& trainer, const gsq::data::BatchSampler& sampler) {
     const driver::ArtifactResult a = driver::save_checkpoint(checkpoint_dir, trainer, sampler, settings);
     log.write({{"event", "checkpoint"}, {"step", trainer.steps_done()}, {"path", a.path},
@@ -214,6 +225,7 @@ int finetune(driver::FinetuneSettings& s, const std::vector<int>& ptq_bits) {
 int main(int argc, char** argv) {
   driver::FinetuneSettings s;
   std::vector<int> ptq_bits;
+  std::string save_base;
   CLI::App app{"gsq-finetune: LoRA / L4Q fine-tuning with FP32 or GSE-INT integer arithmetic"};
   app.set_help_all_flag("--help-all", "show every flag");
   driver::add_model_flags(app, s);
@@ -221,6 +233,9 @@ int main(int argc, char** argv) {
   driver::add_adapter_flags(app, s, /*with_precision_and_rank=*/true);
   app.add_option("--out", s.out, "output directory (log.jsonl, summary.json, checkpoint/, adapter/, merged/)")
       ->required();
+  app.add_option("--save-base", save_base,
+                 "also save the quantized frozen base (gsq-base safetensors) to FILE; --model FILE "
+                 "later loads it without quantizing again");
   app.add_flag("--resume", s.resume, "continue the run in --out from its checkpoint");
   app.add_option("--save-every", s.save_every, "also write a checkpoint every N steps (0: only on Ctrl-C)")
       ->capture_default_str();
@@ -235,5 +250,5 @@ int main(int argc, char** argv) {
                  "LoRA: also evaluate the merged weights rounded to these widths (e.g. 4,3; groups of "
                  "--quant-group) — the post-training baseline L4Q is compared with")
       ->delimiter(',');
-  return driver::run_driver("gsq-finetune", app, argc, argv, [&] { return finetune(s, ptq_bits); });
+  return driver::run_driver("gsq-finetune", app, argc, argv, [&] { return finetune(s, ptq_bits, save_base); });
 }

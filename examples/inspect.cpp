@@ -3,7 +3,7 @@
 //   gsq-inspect FILE [--summary] [--tokens N] [--encode TEXT]
 //
 // FILE may be a llama2.c checkpoint (.bin), a Hugging Face model directory (or its
-// config.json / model.safetensors), any safetensors file (adapters, checkpoints), a
+// config.json / model.safetensors; sharded ones too), any safetensors file (adapters, checkpoints), a
 // llama2.c tokenizer (tok*.bin) or a tokenizer.json. The format is decided from the
 // content, not the name. It prints the format, the config, and every tensor with dtype,
 // shape, bytes and offset, reading headers only (no tensor data), so it is quick on large
@@ -115,16 +115,25 @@ void print_metadata(const gsq::SafetensorsFile& st) {
 void inspect_hf_directory(const fs::path& dir, const Options& opt) {
   const fs::path config_path = dir / "config.json";
   const gsq::LlamaConfig config = gsq::read_hf_config(config_path);
-  const gsq::SafetensorsFile st = gsq::SafetensorsFile::open(dir / "model.safetensors");
-  std::printf("format:     Hugging Face LLaMA directory (config.json + model.safetensors, %s)\n",
-              bytes_string(st.file_bytes()).c_str());
+  const gsq::SafetensorsShards st = gsq::SafetensorsShards::open(dir);
+  if (st.sharded())
+    std::printf("format:     Hugging Face LLaMA directory (config.json + %zu safetensors shards, %s)\n",
+                st.shard_count(), bytes_string(st.file_bytes()).c_str());
+  else
+    std::printf("format:     Hugging Face LLaMA directory (config.json + model.safetensors, %s)\n",
+                bytes_string(st.file_bytes()).c_str());
   print_config(config);
   const auto plan = gsq::hf_llama_tensor_plan(config, st, config_path.string());  // throws if inconsistent
+  std::int64_t params = 0;
+  for (std::size_t i = 0; i < st.shard_count(); ++i) params += element_count(st.shard(i));
   std::printf("parameters: %lld in %zu canonical tensors (all present, shapes match the config)\n",
-              static_cast<long long>(element_count(st)), plan.size());
-  print_metadata(st);
-  print_rows(safetensors_rows(st), opt);
-  for (const char* tok : {"tokenizer.json", "tokenizer.model"})
+              static_cast<long long>(params), plan.size());
+  for (const auto& [k, v] : st.metadata()) std::printf("metadata:   %s = %s\n", printable(k).c_str(), printable(v).c_str());
+  for (std::size_t i = 0; i < st.shard_count(); ++i) {
+    if (st.sharded()) std::printf("shard:      %s\n", st.shard(i).name().c_str());
+    print_rows(safetensors_rows(st.shard(i)), opt);
+  }
+  for (const char* tok : {"tokenizer.json", "tokenizer.model", "tokenizer.bin"})
     if (fs::exists(dir / tok)) std::printf("tokenizer:  %s\n", (dir / tok).string().c_str());
 }
 
@@ -214,6 +223,8 @@ void inspect(const Options& opt) {
     if (fs::exists(path / "config.json")) return inspect_hf_directory(path, opt);
     return inspect_tokenizer(*gsq::load_tokenizer(path), opt);
   }
+  if (path.filename() == gsq::kSafetensorsIndexName)
+    return inspect_hf_directory(path.parent_path().empty() ? fs::path(".") : path.parent_path(), opt);
   const gsq::MappedFile file = gsq::MappedFile::open(path);
   if (looks_like_safetensors(file)) {
     const gsq::SafetensorsFile st = gsq::SafetensorsFile::parse(gsq::MappedFile::open(path));

@@ -91,6 +91,12 @@ inline ArtifactResult export_merged(const std::filesystem::path& dir, gsq::Llama
     gsq::write_l4q_quantized(dir / "model.l4q.safetensors", q);
     gsq::write_hf_llama(dir, q.dequantized());
     note = "model.l4q.safetensors (int" + std::to_string(spec.quant_bits) + " codes) + FP32 twin";
+  } else if (model.weight_bytes() > (std::int64_t{1} << 30)) {
+    // Large (streamed) models: merged tensor by tensor into BF16 shards, never whole.
+    gsq::MergedHfOptions mo;
+    mo.dtype = gsq::DType::kBF16;
+    const auto files = gsq::write_merged_hf_llama(dir, model, mo);
+    note = "Hugging Face directory, BF16, " + std::to_string(files.size() - 1) + " files, streamed";
   } else {
     const gsq::LlamaWeights w = gsq::merged_llama_weights(model);
     gsq::write_hf_llama(dir, w);

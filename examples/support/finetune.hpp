@@ -57,6 +57,7 @@ struct FinetuneSettings {
   std::string grad_rounding = "nearest";
   std::int64_t steps = 600;
   std::int64_t batch = 8;
+  std::int64_t grad_accum = 1;  // micro-batches of `batch` per optimizer step
   std::int64_t seq_len = 256;
   float lr = 2e-3f;
   std::int64_t warmup = -1;  // -1: steps / 20
@@ -118,6 +119,7 @@ struct FinetuneSettings {
   void validate() const {
     if (steps < 1) config_error("--steps must be >= 1, got " + std::to_string(steps));
     if (batch < 1) config_error("--batch must be >= 1, got " + std::to_string(batch));
+    if (grad_accum < 1) config_error("--grad-accum must be >= 1, got " + std::to_string(grad_accum));
     if (seq_len < 2) config_error("--seq-len must be >= 2, got " + std::to_string(seq_len));
     if (threads < 0) config_error("--threads must be >= 0, got " + std::to_string(threads));
     if (eval_every < 0 || save_every < 0 || eval_max < 0 || max_items < 0 || log_every < 1)
@@ -134,7 +136,7 @@ struct FinetuneSettings {
             {"quant_group", quant_group}, {"l4q_warmup", l4q_warmup},
             {"attention_precision", attention_precision}, {"int_classifier", int_classifier},
             {"grad_rounding", grad_rounding}, {"steps", steps},
-            {"batch", batch},        {"seq_len", seq_len},       {"lr", lr},
+            {"batch", batch},        {"grad_accum", grad_accum}, {"seq_len", seq_len},       {"lr", lr},
             {"warmup", warmup_steps()}, {"min_lr", min_lr},      {"weight_decay", weight_decay},
             {"clip", clip},          {"seed", seed},             {"max_items", max_items}};
   }
@@ -184,7 +186,11 @@ inline void add_training_flags(CLI::App& app, FinetuneSettings& s) {
       ->required();
   app.add_option("--eval-data", s.eval_data, "held-out data for evaluation (same formats)");
   app.add_option("--steps", s.steps, "optimizer steps")->capture_default_str();
-  app.add_option("--batch", s.batch, "sequences per step")->capture_default_str();
+  app.add_option("--batch", s.batch, "sequences per micro-batch (per step without --grad-accum)")->capture_default_str();
+  app.add_option("--grad-accum", s.grad_accum,
+                 "micro-batches whose gradients add up before each optimizer step (loss normalised by "
+                 "the response tokens of all of them)")
+      ->capture_default_str();
   app.add_option("--seq-len", s.seq_len, "tokens per sequence (longer examples are cut)")->capture_default_str();
   app.add_option("--lr", s.lr, "peak learning rate (AdamW)")->capture_default_str();
   app.add_option("--warmup", s.warmup, "linear warm-up steps before the cosine decay (default steps/20, at most 100)");
@@ -225,6 +231,8 @@ struct RunHooks {
   std::function<void(gsq::Trainer&, const gsq::data::BatchSampler&)> checkpoint;
   /// Called before the first step, e.g. to restore a checkpoint into the trainer.
   std::function<void(gsq::Trainer&, gsq::data::BatchSampler&)> restore;
+  /// Called once the model is built, before the trainer (e.g. --save-base).
+  std::function<void(gsq::Llama&)> after_build;
   /// A label printed before the progress line (sweeps).
   std::string label;
 };
@@ -244,7 +252,7 @@ inline gsq::EvalResult evaluate_batches(gsq::Llama& model, const std::vector<gsq
 
 /// The same adapters under an FP32 forward: a twin model with FP32 products (same base
 /// storage) holding copies of the trained parameters.
-inline gsq::EvalResult evaluate_fp32_forward(const gsq::LlamaWeights& base, const AdapterSpec& spec,
+inline gsq::EvalResult evaluate_fp32_forward(const BaseModel& base, const AdapterSpec& spec,
                                              const gsq::ParameterList& trained,
                                              const std::vector<gsq::data::Batch>& batches) {
   gsq::LlamaOptions o = spec.options();
@@ -253,9 +261,10 @@ inline gsq::EvalResult evaluate_fp32_forward(const gsq::LlamaWeights& base, cons
   o.lora.bits = gsq::Bits::fp32();
   o.l4q.bits = gsq::Bits::fp32();
   o.l4q.warmup_steps = 0;
-  gsq::Llama twin(base.config, copy_tensors(base), o);
-  gsq::restore_parameters(twin.parameters(), gsq::snapshot_parameters(trained));
-  return gsq::evaluate(twin, batches);
+  std::optional<gsq::Llama> twin;
+  emplace_model(twin, base, o);
+  gsq::restore_parameters(twin->parameters(), gsq::snapshot_parameters(trained));
+  return gsq::evaluate(*twin, batches);
 }
 
 /// Trains one model. `eval` may be empty (no evaluation). `model_out`, when given,
@@ -271,7 +280,8 @@ inline FinetuneResult run_finetune(const FinetuneSettings& s, const BaseModel& b
   const gsq::MemoryUsage before = gsq::memory_usage();
   std::optional<gsq::Llama> holder;
   std::optional<gsq::Llama>& model = model_out != nullptr ? *model_out : holder;
-  model.emplace(base.weights.config, copy_tensors(base.weights), spec.options());
+  emplace_model(model, base, spec.options());
+  if (hooks.after_build) hooks.after_build(*model);
   gsq::Trainer trainer(*model, tc);
   gsq::data::BatchSampler sampler(train.examples, s.batch, s.seq_len, s.seed);
   if (hooks.restore) hooks.restore(trainer, sampler);
@@ -305,8 +315,11 @@ inline FinetuneResult run_finetune(const FinetuneSettings& s, const BaseModel& b
   std::vector<double> losses;
   const std::int64_t tail = std::max<std::int64_t>(1, s.steps / 10);
   while (trainer.steps_done() < s.steps) {
-    const gsq::data::Batch batch = sampler.next();
-    const gsq::TrainStep st = trainer.step(batch);
+    std::vector<gsq::data::Batch> micro;
+    std::vector<gsq::BatchView> views;
+    for (std::int64_t i = 0; i < s.grad_accum; ++i) micro.push_back(sampler.next());
+    for (const gsq::data::Batch& b : micro) views.push_back(gsq::batch_view(b));
+    const gsq::TrainStep st = trainer.step(std::span<const gsq::BatchView>(views));
     r.seconds += st.seconds;
     r.tokens += st.tokens;
     if (r.steps_done == 0 && st.step == r.first_step + 1) r.first_loss = st.loss;
@@ -354,7 +367,7 @@ inline FinetuneResult run_finetune(const FinetuneSettings& s, const BaseModel& b
   if (!eval.empty()) {
     r.eval = run_eval(r.steps_done);
     if (s.fp32_eval && !spec.bits.is_fp32()) {
-      r.eval_fp32 = evaluate_fp32_forward(base.weights, spec, trainer.parameters(), eval);
+      r.eval_fp32 = evaluate_fp32_forward(base, spec, trainer.parameters(), eval);
       if (hooks.log != nullptr)
         hooks.log->write(detail::eval_json("eval", r.steps_done, *r.eval_fp32, "fp32"));
     }

@@ -6,11 +6,15 @@
 // tokenizer.json, or a llama2.c tokenizer next to the .bin (tokenizer.bin, or a single
 // tok*.bin as llama2.c ships them). The weights are loaded once as FP32 tensors; each
 // Llama built from them (a sweep builds many) gets a copy, quantized as its options say.
+// Streamed (gsq-finetune): a Hugging Face directory or a gsq-base file is not read into
+// FP32 at all; each Llama is built straight from the mapped files (io/load_llama.hpp
+// open_llama), so a 7B model never exists in memory in FP32.
 #pragma once
 
 #include <gsq/core/error.hpp>
 #include <gsq/io/export.hpp>
 #include <gsq/io/load_llama.hpp>
+#include <gsq/io/quantized_base.hpp>
 #include <gsq/io/safetensors.hpp>
 #include <gsq/io/tokenizer.hpp>
 #include <gsq/io/tokenizer_factory.hpp>
@@ -62,19 +66,36 @@ inline gsq::LlamaWeights load_model_files(const std::filesystem::path& path) {
 }
 
 struct BaseModel {
-  gsq::LlamaWeights weights;
+  gsq::LlamaWeights weights;  // streamed: the config only, no tensors
+  bool streamed = false;
   std::unique_ptr<gsq::Tokenizer> tokenizer;
   std::string model_path;
   std::string tokenizer_path;
 };
 
-inline BaseModel load_base_model(const std::string& model, const std::string& tokenizer) {
+/// `stream`: leave Hugging Face directories and gsq-base files on disk (see the file
+/// comment); other models are small and read as FP32 whatever `stream` says.
+inline BaseModel load_base_model(const std::string& model, const std::string& tokenizer, bool stream = false) {
   require_path(model, "--model");
   BaseModel b;
   b.model_path = model;
-  b.tokenizer_path = tokenizer.empty() ? find_tokenizer(model).string() : tokenizer;
+  if (stream && gsq::is_quantized_base_file(model)) {
+    const gsq::QuantizedBaseSource q(model);
+    b.streamed = true;
+    b.weights.config = q.config();
+    b.weights.source = model;
+    b.tokenizer_path = !tokenizer.empty() ? tokenizer : q.tokenizer();
+    if (b.tokenizer_path.empty()) config_error("--tokenizer is required: the base file " + model + " names none");
+  } else {
+    b.tokenizer_path = tokenizer.empty() ? find_tokenizer(model).string() : tokenizer;
+  }
   if (!tokenizer.empty()) require_path(tokenizer, "--tokenizer");
-  b.weights = load_model_files(model);
+  if (!b.streamed && stream && !gsq::io::detail::hf_directory_of(model).empty()) {
+    b.streamed = true;
+    b.weights.config = gsq::open_llama(model).config;
+    b.weights.source = model;
+  }
+  if (!b.streamed) b.weights = load_model_files(model);
   b.tokenizer = gsq::load_tokenizer(b.tokenizer_path);
   if (b.tokenizer->vocab_size() != b.weights.config.vocab_size)
     config_error("the tokenizer " + b.tokenizer_path + " has " +
@@ -88,6 +109,22 @@ inline gsq::LlamaTensors copy_tensors(const gsq::LlamaWeights& w) {
   gsq::LlamaTensors t;
   for (const auto& [name, tensor] : w.tensors) t.emplace(name, tensor.clone());
   return t;
+}
+
+/// A Llama for `base` built with `options` into `out`: from a copy of the FP32 tensors,
+/// or, streamed, straight from the model files.
+inline void emplace_model(std::optional<gsq::Llama>& out, const BaseModel& base, const gsq::LlamaOptions& options) {
+  if (!base.streamed) {
+    out.emplace(base.weights.config, copy_tensors(base.weights), options);
+    return;
+  }
+  if (gsq::is_quantized_base_file(base.model_path)) {
+    gsq::QuantizedBaseSource source(base.model_path);
+    out.emplace(source.config(), source, options);
+    return;
+  }
+  gsq::LlamaSource s = gsq::open_llama(base.model_path);
+  out.emplace(s.config, *s.source, options);
 }
 
 /// What the adapters are and how every product is computed.

@@ -7,6 +7,8 @@
 // the writers put them in the two formats gsq reads:
 //     write_hf_llama(dir, w)   DIR/config.json + DIR/model.safetensors (Hugging Face)
 //     write_llama2c(path, w)   llama2.c legacy .bin (io/llama2c.hpp)
+// and, for models too large to hold merged in FP32, `write_merged_hf_llama(dir, model)`
+// streams the merged model out tensor by tensor as (sharded) HF safetensors, F32 or BF16.
 // Hugging Face files rotate q/k with `rotate_half`; weights of an interleaved-RoPE model
 // (llama2.c) get their q/k rows permuted on the way out, as HF's conversion script does.
 //
@@ -47,6 +49,7 @@
 #include "gsq/io/llama2c.hpp"
 #include "gsq/io/llama_weights.hpp"
 #include "gsq/io/safetensors.hpp"
+#include "gsq/io/safetensors_sharded.hpp"
 #include "gsq/io/tensor_util.hpp"
 #include "gsq/model/llama.hpp"
 #include "gsq/quant/uniform.hpp"
@@ -124,29 +127,6 @@ inline Tensor<float> l4q_unquantized_weight(L4qLinear& p) {
 
 }  // namespace io::detail
 
-/// config.json of a Hugging Face LlamaForCausalLM with `c`'s shape (read back by
-/// read_hf_config; the rotary style is always rotate_half there).
-inline io::detail::Json hf_config_json(const LlamaConfig& c) {
-  return {{"architectures", {"LlamaForCausalLM"}},
-          {"model_type", "llama"},
-          {"hidden_size", c.dim},
-          {"intermediate_size", c.hidden_dim},
-          {"num_hidden_layers", c.n_layers},
-          {"num_attention_heads", c.n_heads},
-          {"num_key_value_heads", c.n_kv_heads},
-          {"vocab_size", c.vocab_size},
-          {"max_position_embeddings", c.max_seq_len},
-          {"rms_norm_eps", static_cast<double>(c.norm_eps)},
-          {"rope_theta", static_cast<double>(c.rope_theta)},
-          {"tie_word_embeddings", c.tied_embeddings},
-          {"bos_token_id", c.bos_id},
-          {"eos_token_id", c.eos_id},
-          {"hidden_act", "silu"},
-          {"attention_bias", false},
-          {"mlp_bias", false},
-          {"torch_dtype", "float32"}};
-}
-
 /// Writes `w` as a Hugging Face directory: DIR/model.safetensors then DIR/config.json.
 /// Interleaved-RoPE weights get their q/k rows permuted to rotate_half order.
 inline void write_hf_llama(const std::filesystem::path& dir, const LlamaWeights& w,
@@ -171,42 +151,110 @@ inline void write_hf_llama(const std::filesystem::path& dir, const LlamaWeights&
   io::detail::write_json_file(dir / "config.json", hf_config_json(c));
 }
 
-/// The model's weights with every adapter merged: LoRA W0 + (alpha/r)·B·A, L4Q its
-/// quantized merge (dequantized; W0 + c·B·A during the warm-up), frozen projections
-/// dequantized, norms and embeddings as the model holds them.
+/// One tensor of the merged model (canonical name `name`): LoRA W0 + (alpha/r)·B·A, L4Q
+/// its quantized merge (dequantized; W0 + c·B·A during the warm-up), frozen projections
+/// dequantized, norms and embeddings as the model holds them. Only that tensor is built.
+inline Tensor<float> merged_llama_tensor(Llama& model, const std::string& name) {
+  const LlamaConfig& c = model.config();
+  if (name == "model.embed_tokens.weight") return model.embedding().weight().clone();
+  if (name == "model.norm.weight") return model.final_norm().weight().clone();
+  if (name == "lm_head.weight" && !c.tied_embeddings)
+    return Tensor<float>::copy_of(model.classifier_weight(), MemoryCategory::kWeights);
+  for (std::int64_t l = 0; l < model.n_layers(); ++l) {
+    const std::string prefix = llama_layer_tensor_name(l, "");
+    if (!name.starts_with(prefix)) continue;
+    Llama::Block& b = model.block(l);
+    const std::string rest = name.substr(prefix.size());
+    if (rest == "input_layernorm.weight") return b.attn_norm.weight().clone();
+    if (rest == "post_attention_layernorm.weight") return b.mlp_norm.weight().clone();
+    for (std::string_view proj : kLlamaProjections) {
+      const bool attn = proj == "q_proj" || proj == "k_proj" || proj == "v_proj" || proj == "o_proj";
+      if (rest != (attn ? "self_attn." : "mlp.") + std::string(proj) + ".weight") continue;
+      Projection& p = model.projection(l, proj);
+      if (LoraLinear* lora = p.get_if<LoraLinear>()) return lora->merged_weight(MemoryCategory::kWeights);
+      if (L4qLinear* l4q = p.get_if<L4qLinear>())
+        return l4q->quantizing() ? l4q->merge().weight : io::detail::l4q_unquantized_weight(*l4q);
+      if (Linear* lin = p.get_if<Linear>())
+        return lin->is_trainable() ? lin->weight().clone()
+                                   : lin->frozen_weight().dequantized(MemoryCategory::kWeights);
+      detail::throw_error(ErrorCode::kInvalidArgument, "merged_llama_tensor: projection " + name + " holds no layer");
+    }
+  }
+  detail::throw_error(ErrorCode::kInvalidArgument,
+                      "merged_llama_tensor: \"" + name + "\" is not a tensor of this model");
+}
+
+/// The model's weights with every adapter merged (merged_llama_tensor for every tensor),
+/// all in memory at once: for small models; write_merged_hf_llama streams instead.
 inline LlamaWeights merged_llama_weights(Llama& model) {
   LlamaWeights w;
   w.config = model.config();
   w.source = "merged model";
-  auto put = [&](const std::string& name, Tensor<float> t) { w.tensors.emplace(name, std::move(t)); };
-  put("model.embed_tokens.weight", model.embedding().weight().clone());
-  for (std::int64_t l = 0; l < model.n_layers(); ++l) {
-    Llama::Block& b = model.block(l);
-    put(llama_layer_tensor_name(l, "input_layernorm.weight"), b.attn_norm.weight().clone());
-    put(llama_layer_tensor_name(l, "post_attention_layernorm.weight"), b.mlp_norm.weight().clone());
-    for (std::string_view proj : kLlamaProjections) {
-      const bool attn = proj == "q_proj" || proj == "k_proj" || proj == "v_proj" || proj == "o_proj";
-      const std::string name =
-          llama_layer_tensor_name(l, (attn ? "self_attn." : "mlp.") + std::string(proj) + ".weight");
-      Projection& p = model.projection(l, proj);
-      if (LoraLinear* lora = p.get_if<LoraLinear>()) {
-        put(name, lora->merged_weight(MemoryCategory::kWeights));
-      } else if (L4qLinear* l4q = p.get_if<L4qLinear>()) {
-        put(name, l4q->quantizing() ? l4q->merge().weight : io::detail::l4q_unquantized_weight(*l4q));
-      } else if (Linear* lin = p.get_if<Linear>()) {
-        put(name, lin->is_trainable() ? lin->weight().clone()
-                                      : lin->frozen_weight().dequantized(MemoryCategory::kWeights));
-      } else {
-        detail::throw_error(ErrorCode::kInvalidArgument,
-                            "merged_llama_weights: projection " + name + " holds no layer");
-      }
-    }
-  }
-  put("model.norm.weight", model.final_norm().weight().clone());
-  if (!w.config.tied_embeddings)
-    put("lm_head.weight", Tensor<float>::copy_of(model.classifier_weight(), MemoryCategory::kWeights));
+  for (const LlamaTensorSpec& spec : llama_tensor_specs(w.config))
+    w.tensors.emplace(spec.name, merged_llama_tensor(model, spec.name));
   check_llama_weights(w);
   return w;
+}
+
+/// How write_merged_hf_llama lays the merged model out.
+struct MergedHfOptions {
+  DType dtype = DType::kF32;                         // F32 or BF16
+  std::int64_t shard_bytes = std::int64_t{5} << 30;  // one model.safetensors when it all fits
+};
+
+/// Writes the merged model as a Hugging Face directory without ever holding it whole:
+/// tensors are merged one at a time (merged_llama_tensor) and appended to their shard;
+/// config.json, and model.safetensors.index.json when there are several shards. For a
+/// model that fits one shard the file is byte-identical to write_hf_llama(dir,
+/// merged_llama_weights(model)). Returns the files written.
+inline std::vector<std::filesystem::path> write_merged_hf_llama(const std::filesystem::path& dir, Llama& model,
+                                                                const MergedHfOptions& o = {}) {
+  GSQ_CHECK(o.dtype == DType::kF32 || o.dtype == DType::kBF16, ErrorCode::kInvalidArgument,
+            "write_merged_hf_llama: dtype must be F32 or BF16");
+  std::filesystem::create_directories(dir);
+  const LlamaConfig& c = model.config();
+  const std::vector<LlamaTensorSpec> specs = llama_tensor_specs(c);
+  std::vector<std::vector<const LlamaTensorSpec*>> shards(1);
+  std::int64_t in_shard = 0, total = 0;
+  for (const LlamaTensorSpec& s : specs) {
+    std::int64_t bytes = dtype_bytes(o.dtype);
+    for (std::int64_t d : s.shape) bytes *= d;
+    if (o.shard_bytes > 0 && in_shard > 0 && in_shard + bytes > o.shard_bytes) {
+      shards.emplace_back();
+      in_shard = 0;
+    }
+    shards.back().push_back(&s);
+    in_shard += bytes;
+    total += bytes;
+  }
+  std::vector<std::filesystem::path> files;
+  std::map<std::string, std::string> weight_map;
+  for (std::size_t i = 0; i < shards.size(); ++i) {
+    const std::string file = shards.size() == 1 ? "model.safetensors" : shard_file_name(i, shards.size());
+    std::vector<SafetensorsStreamWriter::Spec> ws;
+    for (const LlamaTensorSpec* s : shards[i]) {
+      ws.push_back({s->name, o.dtype, s->shape});
+      weight_map.emplace(s->name, file);
+    }
+    SafetensorsStreamWriter out(dir / file, std::move(ws), {{"format", "pt"}});
+    for (const SafetensorsStreamWriter::Spec& s : out.order()) {
+      Tensor<float> t = merged_llama_tensor(model, s.name);
+      if (c.rope_style == RopeStyle::kInterleaved) {
+        const bool q = s.name.ends_with("self_attn.q_proj.weight"), k = s.name.ends_with("self_attn.k_proj.weight");
+        if (q || k) t = io::detail::permute_rope_rows(t, q ? c.n_heads : c.n_kv_heads);
+      }
+      out.append_float(std::span<const float>(t.data(), static_cast<std::size_t>(t.numel())));
+    }
+    out.commit();
+    files.push_back(dir / file);
+  }
+  if (shards.size() > 1) {
+    write_safetensors_index(dir / kSafetensorsIndexName, total, weight_map);
+    files.push_back(dir / kSafetensorsIndexName);
+  }
+  io::detail::write_json_file(dir / "config.json", hf_config_json(c));
+  files.push_back(dir / "config.json");
+  return files;
 }
 
 // ---- L4Q quantized model ------------------------------------------------------------------
@@ -215,7 +263,7 @@ inline constexpr std::string_view kL4qFormatName = "gsq-l4q";
 
 /// LlamaConfig ↔ JSON (every field, so a file restores the config exactly).
 inline io::detail::Json llama_config_json(const LlamaConfig& c) {
-  return {{"dim", c.dim},
+  io::detail::Json j = {{"dim", c.dim},
           {"hidden_dim", c.hidden_dim},
           {"n_layers", c.n_layers},
           {"n_heads", c.n_heads},
@@ -228,6 +276,12 @@ inline io::detail::Json llama_config_json(const LlamaConfig& c) {
           {"tied_embeddings", c.tied_embeddings},
           {"bos_id", c.bos_id},
           {"eos_id", c.eos_id}};
+  if (c.rope_scaling.enabled())  // absent in files from before rope scaling existed
+    j["rope_scaling"] = {{"factor", c.rope_scaling.factor},
+                         {"low_freq_factor", c.rope_scaling.low_freq_factor},
+                         {"high_freq_factor", c.rope_scaling.high_freq_factor},
+                         {"original_max_positions", c.rope_scaling.original_max_positions}};
+  return j;
 }
 inline LlamaConfig llama_config_from_json(const io::detail::Json& j, const io::detail::JsonWhere& where) {
   namespace iod = io::detail;
@@ -253,6 +307,14 @@ inline LlamaConfig llama_config_from_json(const io::detail::Json& j, const io::d
                                                      -1, std::int64_t{1} << 30));
   c.eos_id = static_cast<std::int32_t>(iod::json_int(iod::require_member(j, "eos_id", where), "eos_id", where,
                                                      -1, std::int64_t{1} << 30));
+  if (const iod::Json* r = iod::find_member(j, "rope_scaling"); r != nullptr && !r->is_null()) {
+    auto number = [&](const char* key) { return iod::json_number(iod::require_member(*r, key, where), key, where); };
+    c.rope_scaling.factor = number("factor");
+    c.rope_scaling.low_freq_factor = number("low_freq_factor");
+    c.rope_scaling.high_freq_factor = number("high_freq_factor");
+    c.rope_scaling.original_max_positions = iod::json_int(iod::require_member(*r, "original_max_positions", where),
+                                                          "original_max_positions", where, 1, std::int64_t{1} << 40);
+  }
   try {
     c.validate(where.file);
   } catch (const Error& e) {

@@ -4,8 +4,11 @@
 // num_hidden_layers, num_attention_heads, num_key_value_heads, vocab_size,
 // max_position_embeddings, rms_norm_eps, rope_theta, tie_word_embeddings, bos/eos ids)
 // with Hugging Face's defaults for absent optional ones, and refuses configs whose model
-// gsq would compute wrongly rather than silently: other model types, rope_scaling,
-// attention or MLP biases, activations other than SiLU, head_dim != hidden/heads.
+// gsq would compute wrongly rather than silently: other model types, rope_scaling other
+// than Llama 3's "llama3" (read into LlamaConfig::rope_scaling) or "default", attention
+// or MLP biases, attention dropout, sliding windows, activations other than SiLU,
+// head_dim != hidden/heads. Keys that do not change the math (torch_dtype,
+// initializer_range, use_cache, pretraining_tp, ...) are ignored.
 // HF weights rotate q/k with `rotate_half`, hence RopeStyle::kHalf.
 #pragma once
 
@@ -43,8 +46,39 @@ inline LlamaConfig parse_hf_config(const MappedFile& file) {
     const std::string& type = iod::json_string(*t, "model_type", where);
     if (type != "llama") unsupported("model_type \"" + type + "\" (gsq reads \"llama\")");
   }
-  if (const iod::Json* v = iod::find_member(j, "rope_scaling"); v != nullptr && !v->is_null())
-    unsupported("rope_scaling is set");
+  RopeScaling scaling;
+  if (const iod::Json* v = iod::find_member(j, "rope_scaling"); v != nullptr && !v->is_null()) {
+    if (!v->is_object()) iod::json_fail(where, "rope_scaling", "must be an object or null");
+    const iod::Json* type = iod::find_member(*v, "rope_type");
+    if (type == nullptr) type = iod::find_member(*v, "type");
+    const std::string kind = type == nullptr ? "" : iod::json_string(*type, "rope_scaling.rope_type", where);
+    if (kind == "llama3") {
+      auto number = [&](const char* key) {
+        const iod::Json& x = iod::require_member(*v, key, where);
+        return iod::json_number(x, std::string("rope_scaling.") + key, where);
+      };
+      scaling.factor = number("factor");
+      scaling.low_freq_factor = number("low_freq_factor");
+      scaling.high_freq_factor = number("high_freq_factor");
+      scaling.original_max_positions =
+          iod::json_int(iod::require_member(*v, "original_max_position_embeddings", where),
+                        "rope_scaling.original_max_position_embeddings", where, 1, kMaxExtent);
+      try {
+        scaling.validate();
+      } catch (const Error& e) {
+        iod::json_fail(where, "rope_scaling", e.what());
+      }
+    } else if (kind != "default") {
+      unsupported("rope_scaling.rope_type \"" + kind +
+                  "\" (gsq implements \"llama3\" and \"default\"; linear, dynamic, yarn, longrope "
+                  "and others change the positions' math)");
+    }
+  }
+  if (const iod::Json* v = iod::find_member(j, "attention_dropout"); v != nullptr && !v->is_null() &&
+                                                                    iod::json_number(*v, "attention_dropout", where) != 0.0)
+    unsupported("attention_dropout " + v->dump() + " (gsq's attention has no dropout)");
+  if (const iod::Json* v = iod::find_member(j, "sliding_window"); v != nullptr && !v->is_null())
+    unsupported("sliding_window is set (gsq's attention is full causal)");
   for (const char* key : {"attention_bias", "mlp_bias"})
     if (const iod::Json* v = iod::find_member(j, key); v != nullptr && !v->is_null() &&
                                                        iod::json_bool(*v, key, where))
@@ -76,6 +110,7 @@ inline LlamaConfig parse_hf_config(const MappedFile& file) {
   c.norm_eps = positive("rms_norm_eps", 1e-6);
   c.rope_theta = positive("rope_theta", 10000.0);
   c.rope_style = RopeStyle::kHalf;
+  c.rope_scaling = scaling;
   c.tied_embeddings = false;  // LlamaConfig's default
   if (const iod::Json* v = iod::find_member(j, "tie_word_embeddings"); v != nullptr && !v->is_null())
     c.tied_embeddings = iod::json_bool(*v, "tie_word_embeddings", where);
@@ -101,6 +136,38 @@ inline LlamaConfig parse_hf_config(const MappedFile& file) {
                            cut == std::string::npos ? what : what.substr(cut + 2), name, 0);
   }
   return c;
+}
+
+/// config.json of a Hugging Face LlamaForCausalLM with `c`'s shape (read back by
+/// read_hf_config; the rotary style is always rotate_half there).
+inline io::detail::Json hf_config_json(const LlamaConfig& c) {
+  io::detail::Json j = {{"architectures", {"LlamaForCausalLM"}},
+          {"model_type", "llama"},
+          {"hidden_size", c.dim},
+          {"intermediate_size", c.hidden_dim},
+          {"num_hidden_layers", c.n_layers},
+          {"num_attention_heads", c.n_heads},
+          {"num_key_value_heads", c.n_kv_heads},
+          {"vocab_size", c.vocab_size},
+          {"max_position_embeddings", c.max_seq_len},
+          {"rms_norm_eps", static_cast<double>(c.norm_eps)},
+          {"rope_theta", static_cast<double>(c.rope_theta)},
+          {"tie_word_embeddings", c.tied_embeddings},
+          {"bos_token_id", c.bos_id},
+          {"eos_token_id", c.eos_id},
+          {"hidden_act", "silu"},
+          {"attention_bias", false},
+          {"mlp_bias", false},
+          {"torch_dtype", "float32"}};
+  if (c.rope_scaling.enabled())
+    j["rope_scaling"] = {{"rope_type", "llama3"},
+                         {"factor", c.rope_scaling.factor},
+                         {"low_freq_factor", c.rope_scaling.low_freq_factor},
+                         {"high_freq_factor", c.rope_scaling.high_freq_factor},
+                         {"original_max_position_embeddings", c.rope_scaling.original_max_positions}};
+  else
+    j["rope_scaling"] = nullptr;
+  return j;
 }
 
 /// Reads the config.json at `path`.

@@ -25,6 +25,7 @@ struct LlamaConfig {
   float norm_eps = 1e-5f;        // RMSNorm epsilon
   float rope_theta = 10000.0f;
   RopeStyle rope_style = RopeStyle::kInterleaved;
+  RopeScaling rope_scaling;      // Llama 3.x frequency remapping (none by default)
   bool tied_embeddings = true;   // classifier shares the token embedding
   std::int32_t bos_id = 1;
   std::int32_t eos_id = 2;
@@ -47,6 +48,11 @@ struct LlamaConfig {
     if (n_heads % n_kv_heads != 0) bad("n_heads is not a multiple of n_kv_heads");
     if (head_size() % 2 != 0) bad("head size must be even for RoPE");
     if (!(norm_eps > 0.0f) || !(rope_theta > 0.0f)) bad("norm_eps and rope_theta must be > 0");
+    try {
+      rope_scaling.validate();
+    } catch (const Error& e) {
+      bad(e.what());
+    }
   }
 };
 

@@ -80,6 +80,11 @@ inline LoraConfig fp32_lora() {
   c.bits = Bits::fp32();
   return c;
 }
+/// Binds a temporary to a non-const reference for the length of a delegating call.
+template <class T>
+T& as_lvalue(T&& t) noexcept {
+  return t;
+}
 inline std::uint64_t slot_seed(std::uint64_t seed, std::int64_t layer, std::size_t slot) {
   return seed + 0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(layer * 8 + static_cast<std::int64_t>(slot) + 1);
 }
@@ -220,6 +225,13 @@ class Llama {
 
   Llama(const LlamaConfig& config, LlamaTensors weights, const LlamaOptions& options = {},
         Context& context = current_context())
+      : Llama(config, model::detail::as_lvalue(TensorMapSource(std::move(weights))), options,
+              context) {}
+
+  /// Builds the model from `source`, taking each tensor once (frozen projections in
+  /// their stored form, so a streaming source never materialises an FP32 model).
+  Llama(const LlamaConfig& config, LlamaWeightSource& source, const LlamaOptions& options = {},
+        Context& context = current_context())
       : config_(config), options_(options), context_(&context) {
     ContextScope in_context(context);
     config_.validate("Llama");
@@ -232,22 +244,7 @@ class Llama {
                 "Llama: unknown target module '" + m +
                     "' (expected q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj or down_proj)");
     auto take = [&](const std::string& name, std::vector<std::int64_t> shape) {
-      auto it = weights.find(name);
-      GSQ_CHECK(it != weights.end(), ErrorCode::kInvalidArgument,
-                "Llama: the weights lack tensor '" + name + "'");
-      Tensor<float> t = std::move(it->second);
-      weights.erase(it);
-      auto shape_text = [](const std::vector<std::int64_t>& s) {
-        std::string r = "[";
-        for (std::size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
-        return r + "]";
-      };
-      std::vector<std::int64_t> got;
-      for (int i = 0; i < t.rank(); ++i) got.push_back(t.dim(i));
-      GSQ_CHECK(got == shape, ErrorCode::kShapeMismatch,
-                "Llama: tensor '" + name + "' has shape " + shape_text(got) + ", the config needs " +
-                    shape_text(shape));
-      return t;
+      return source.take(name, shape);
     };
     const std::int64_t d = config_.dim, kv = config_.kv_dim(), h = config_.hidden_dim;
     embedding_ = Embedding(take("model.embed_tokens.weight", {config_.vocab_size, d}),
@@ -256,22 +253,23 @@ class Llama {
     for (std::int64_t l = 0; l < config_.n_layers; ++l) {
       using model::detail::layer_tensor;
       auto proj = [&](std::size_t slot, const char* suffix, std::int64_t out, std::int64_t in) {
-        return make_projection(l, slot, take(layer_tensor(l, suffix), {out, in}));
+        return make_projection(l, slot,
+                               source.take_frozen(layer_tensor(l, suffix), {out, in}, frozen_format()));
       };
+      RmsNorm attn_norm(take(layer_tensor(l, "input_layernorm.weight"), {d}), config_.norm_eps,
+                        options_.train_norms);
       Projection q = proj(0, "self_attn.q_proj.weight", d, d);
       Projection k = proj(1, "self_attn.k_proj.weight", kv, d);
       Projection v = proj(2, "self_attn.v_proj.weight", kv, d);
       Projection o = proj(3, "self_attn.o_proj.weight", d, d);
+      RmsNorm mlp_norm(take(layer_tensor(l, "post_attention_layernorm.weight"), {d}),
+                       config_.norm_eps, options_.train_norms);
       Projection gate = proj(4, "mlp.gate_proj.weight", h, d);
       Projection up = proj(5, "mlp.up_proj.weight", h, d);
       Projection down = proj(6, "mlp.down_proj.weight", d, h);
-      blocks_.push_back(Block{
-          RmsNorm(take(layer_tensor(l, "input_layernorm.weight"), {d}), config_.norm_eps,
-                  options_.train_norms),
-          std::move(q), std::move(k), std::move(v), std::move(o),
-          RmsNorm(take(layer_tensor(l, "post_attention_layernorm.weight"), {d}),
-                  config_.norm_eps, options_.train_norms),
-          SwiGluMlp<Projection>(std::move(gate), std::move(up), std::move(down))});
+      blocks_.push_back(Block{std::move(attn_norm), std::move(q), std::move(k), std::move(v),
+                              std::move(o), std::move(mlp_norm),
+                              SwiGluMlp<Projection>(std::move(gate), std::move(up), std::move(down))});
     }
     final_norm_ = RmsNorm(take("model.norm.weight", {d}), config_.norm_eps, options_.train_norms);
     if (!config_.tied_embeddings) {
@@ -279,10 +277,9 @@ class Llama {
       if (options_.train_embedding)
         lm_head_grad_ = Tensor<float>({config_.vocab_size, d}, MemoryCategory::kGradients);
     }
-    GSQ_CHECK(weights.empty(), ErrorCode::kInvalidArgument,
-              "Llama: unexpected tensor '" + (weights.empty() ? std::string() : weights.begin()->first) +
-                  "' for this config");
-    rope_ = Rope(config_.head_size(), config_.max_seq_len, config_.rope_theta, config_.rope_style);
+    source.finish();
+    rope_ = Rope(config_.head_size(), config_.max_seq_len, config_.rope_theta, config_.rope_style,
+                 config_.rope_scaling);
     attention_ = CausalAttention(config_.n_heads, config_.n_kv_heads, config_.head_size(),
                                  options_.attention_bits, options_.attention_bf16);
     if (options_.integer_classifier && !options_.bits.is_fp32() && !classifier_trainable()) {
@@ -578,16 +575,13 @@ class Llama {
                      kLlamaProjections[slot]) != options_.target_modules.end();
   }
 
-  FrozenWeight make_frozen(Tensor<float> w) const {
-    switch (options_.base_format) {
-      case WeightFormat::kNf4: return FrozenWeight::nf4(w.view(), options_.double_quant);
-      case WeightFormat::kGse: {
-        const Bits& b = options_.bits.is_fp32() ? Bits::w8a8g8() : options_.bits;
-        return FrozenWeight::gse(w.view(), b.weight_spec());
-      }
-      case WeightFormat::kFp32: break;
-    }
-    return FrozenWeight::from_fp32(std::move(w));
+  /// The stored form of every frozen projection weight.
+  FrozenFormat frozen_format() const {
+    FrozenFormat f;
+    f.format = options_.base_format;
+    f.double_quant = options_.double_quant;
+    f.gse = (options_.bits.is_fp32() ? Bits::w8a8g8() : options_.bits).weight_spec();
+    return f;
   }
 
   /// The integer classifier's copy of W [vocab, dim] (the FP32 W stays for the lookup
@@ -610,21 +604,21 @@ class Llama {
     else gemm::gemm_f32(h, false, classifier_weight(), true, logits);
   }
 
-  Projection make_projection(std::int64_t layer, std::size_t slot, Tensor<float> w) const {
+  Projection make_projection(std::int64_t layer, std::size_t slot, FrozenWeight w) const {
     // Adapters get a different, reproducible initialisation of A in every slot.
     if (is_target(slot) && options_.adapter == ProjectionKind::kLora) {
       LoraConfig lc = options_.lora;
       lc.seed = model::detail::slot_seed(lc.seed, layer, slot);
-      return Projection(LoraLinear(make_frozen(std::move(w)), lc));
+      return Projection(LoraLinear(std::move(w), lc));
     }
     if (is_target(slot) && options_.adapter == ProjectionKind::kL4q) {
       L4qConfig lc = options_.l4q;
       lc.seed = model::detail::slot_seed(lc.seed, layer, slot);
-      return Projection(L4qLinear(make_frozen(std::move(w)), lc));
+      return Projection(L4qLinear(std::move(w), lc));
     }
     LinearConfig lin;
     lin.bits = options_.bits;
-    return Projection(Linear(make_frozen(std::move(w)), lin));
+    return Projection(Linear(std::move(w), lin));
   }
 
   static void copy_matrix(MatrixView<const float> src, MatrixView<float> dst) {

@@ -245,25 +245,45 @@ class Trainer {
   Trainer& operator=(const Trainer&) = delete;
 
   /// One training step on `batch`; gradients are zero again afterwards.
-  TrainStep step(const BatchView& batch) {
+  TrainStep step(const BatchView& batch) { return step(std::span<const BatchView>(&batch, 1)); }
+
+  /// One optimizer step over several micro-batches (gradient accumulation, --grad-accum):
+  /// each runs forward and backward in turn, gradients add up, and the loss is the sum
+  /// over all of them divided by the positions counted in all of them — the same loss
+  /// and gradient as one batch of all their rows, up to the float order of the sums
+  /// (the per-position losses are the same bits; the gradient adds micro-batch parts).
+  /// Then one clip and one AdamW update; memory is that of one micro-batch.
+  TrainStep step(std::span<const BatchView> micro) {
     ContextScope in_context(model_->context());
-    batch.validate("Trainer::step");
+    GSQ_CHECK(!micro.empty(), ErrorCode::kInvalidArgument, "Trainer::step: no batch");
     const auto t0 = std::chrono::steady_clock::now();
-    OwnedBatch trimmed;
-    BatchView b = batch;
-    if (config_.trim_padding) {
-      trimmed = trim_batch(batch);
-      b = batch_view(trimmed);
+    std::vector<OwnedBatch> trimmed(micro.size());
+    std::vector<BatchView> views(micro.begin(), micro.end());
+    std::int64_t counted = 0;
+    for (std::size_t i = 0; i < micro.size(); ++i) {
+      micro[i].validate("Trainer::step");
+      if (config_.trim_padding) {
+        trimmed[i] = trim_batch(micro[i]);
+        views[i] = batch_view(trimmed[i]);
+      }
+      for (std::uint8_t m : views[i].mask) counted += m != 0 ? 1 : 0;
     }
     TrainStep s;
     s.lr = schedule_(steps_);
-    s.tokens = static_cast<std::int64_t>(b.inputs.size());
-    const CrossEntropyResult ce = model_->loss_and_backward(b.inputs, b.targets, b.mask, b.rows, cache_);
-    GSQ_CHECK(std::isfinite(ce.loss), ErrorCode::kNonFinite,
-              "Trainer::step: the loss at step " + std::to_string(steps_ + 1) +
-                  " is not finite (training diverged; lower --lr?)");
-    s.loss = ce.loss;
-    s.counted = ce.count;
+    // The masked count of all micro-batches (1 when none counts, as a lone batch does).
+    const double normalizer = static_cast<double>(std::max<std::int64_t>(counted, 1));
+    double sum = 0.0;
+    for (const BatchView& b : views) {
+      s.tokens += static_cast<std::int64_t>(b.inputs.size());
+      const CrossEntropyResult ce =
+          model_->loss_and_backward(b.inputs, b.targets, b.mask, b.rows, cache_, normalizer);
+      GSQ_CHECK(std::isfinite(ce.sum), ErrorCode::kNonFinite,
+                "Trainer::step: the loss at step " + std::to_string(steps_ + 1) +
+                    " is not finite (training diverged; lower --lr?)");
+      sum += ce.sum;
+    }
+    s.loss = counted > 0 ? sum / static_cast<double>(counted) : 0.0;
+    s.counted = counted;
     s.grad_norm = config_.max_grad_norm > 0.0 ? optim::clip_grad_norm(params_, config_.max_grad_norm)
                                               : optim::global_grad_norm(params_);
     decayed_opt_->set_lr(s.lr);

@@ -7,6 +7,13 @@
 // realistic scales (1/√in projections, norm weights near 1, embedding rows of unit
 // norm so tied-classifier logits are O(1)), so activations, losses and gradients stay
 // in the ranges of a trained model.
+//
+// A Llama is built from a `LlamaWeightSource`: it asks for each tensor once, by name and
+// shape, in the order of llama_tensor_specs, and asks for every frozen projection already
+// in its stored form (`take_frozen`). A source over a map of FP32 tensors
+// (`TensorMapSource`) quantizes a whole tensor at a time; a streaming loader (io/) reads a
+// memory-mapped file in row blocks and quantizes as it goes, so the FP32 model never
+// exists. Either way the stored form is the same bits (NF4 and GSE quantize row by row).
 #pragma once
 
 #include <cmath>
@@ -14,12 +21,16 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "gsq/core/config.hpp"
 #include "gsq/core/memory.hpp"
 #include "gsq/core/rng.hpp"
 #include "gsq/core/tensor.hpp"
+#include "gsq/format/gse.hpp"
 #include "gsq/model/config.hpp"
+#include "gsq/nn/frozen_weight.hpp"
 
 GSQ_NAMESPACE_BEGIN
 
@@ -71,5 +82,72 @@ inline LlamaTensors random_llama_weights(const LlamaConfig& config, std::uint64_
   if (!config.tied_embeddings) matrix("lm_head.weight", config.vocab_size, d, in_d);
   return t;
 }
+
+/// The stored form of a frozen projection weight.
+struct FrozenFormat {
+  WeightFormat format = WeightFormat::kFp32;
+  bool double_quant = false;  // NF4: quantize the block scales too
+  GseSpec gse;                // GSE-INT: the weight spec
+};
+
+/// `w` [out, in] in `f`'s stored form (an FP32 weight is adopted, not copied).
+inline FrozenWeight make_frozen_weight(Tensor<float> w, const FrozenFormat& f) {
+  switch (f.format) {
+    case WeightFormat::kNf4: return FrozenWeight::nf4(w.view(), f.double_quant);
+    case WeightFormat::kGse: return FrozenWeight::gse(w.view(), f.gse);
+    case WeightFormat::kFp32: break;
+  }
+  return FrozenWeight::from_fp32(std::move(w));
+}
+
+/// Where a Llama's weights come from: each canonical tensor is taken exactly once.
+class LlamaWeightSource {
+ public:
+  virtual ~LlamaWeightSource() = default;
+  /// The tensor `name`, which must have `shape`, in FP32 (norms; the embedding and
+  /// classifier). Throws naming the tensor if it is absent or misshapen.
+  virtual Tensor<float> take(const std::string& name, const std::vector<std::int64_t>& shape) = 0;
+  /// The frozen projection `name` [out, in] in its stored form `format`. The default
+  /// quantizes what take() returns; streaming sources quantize row blocks as they read.
+  virtual FrozenWeight take_frozen(const std::string& name, const std::vector<std::int64_t>& shape,
+                                   const FrozenFormat& format) {
+    return make_frozen_weight(take(name, shape), format);
+  }
+  /// Called once every tensor was taken: throws if the source holds others.
+  virtual void finish() {}
+};
+
+/// A source over FP32 tensors in a map (loaders' LlamaWeights, random_llama_weights).
+class TensorMapSource final : public LlamaWeightSource {
+ public:
+  explicit TensorMapSource(LlamaTensors tensors) : tensors_(std::move(tensors)) {}
+
+  Tensor<float> take(const std::string& name, const std::vector<std::int64_t>& shape) override {
+    auto it = tensors_.find(name);
+    GSQ_CHECK(it != tensors_.end(), ErrorCode::kInvalidArgument,
+              "Llama: the weights lack tensor '" + name + "'");
+    Tensor<float> t = std::move(it->second);
+    tensors_.erase(it);
+    std::vector<std::int64_t> got;
+    for (int i = 0; i < t.rank(); ++i) got.push_back(t.dim(i));
+    GSQ_CHECK(got == shape, ErrorCode::kShapeMismatch,
+              "Llama: tensor '" + name + "' has shape " + shape_text(got) + ", the config needs " +
+                  shape_text(shape));
+    return t;
+  }
+  void finish() override {
+    GSQ_CHECK(tensors_.empty(), ErrorCode::kInvalidArgument,
+              "Llama: unexpected tensor '" +
+                  (tensors_.empty() ? std::string() : tensors_.begin()->first) + "' for this config");
+  }
+
+ private:
+  static std::string shape_text(const std::vector<std::int64_t>& s) {
+    std::string r = "[";
+    for (std::size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+    return r + "]";
+  }
+  LlamaTensors tensors_;
+};
 
 GSQ_NAMESPACE_END

@@ -8,6 +8,12 @@
 // sequence of a [batch·seq, heads·hs] activation, or from `start_pos` when decoding with
 // a KV cache. cos/sin come from a table computed once in double precision.
 //
+// Llama 3.x checkpoints remap the frequencies (`rope_scaling` type "llama3", HF's
+// `_compute_llama3_parameters`): with wavelength λ = 2π/f and the original context L,
+// λ > L/low_freq_factor → f/factor; λ < L/high_freq_factor → f unchanged; in between
+// f·((1 − s)/factor + s) with s = (L/λ − low_freq_factor)/(high_freq_factor − low_freq_factor).
+// The tables are built once, per (positions, head size, theta, scaling), at construction.
+//
 // A rotation is orthogonal, so backward is the same rotation by −angle.
 #pragma once
 
@@ -29,12 +35,50 @@ enum class RopeStyle {
   kHalf,         // pairs (i, i + hs/2): Hugging Face `rotate_half` layout
 };
 
+/// Frequency scaling of RoPE; `factor` 0 means none (the default).
+struct RopeScaling {
+  double factor = 0.0;  // "llama3" when > 0
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  std::int64_t original_max_positions = 8192;
+
+  bool enabled() const noexcept { return factor > 0.0; }
+  bool operator==(const RopeScaling&) const = default;
+
+  /// Throws unless the parameters make sense (factor ≥ 1, low < high, context > 0).
+  void validate() const {
+    if (!enabled()) return;
+    GSQ_CHECK(factor >= 1.0 && low_freq_factor > 0.0 && high_freq_factor > low_freq_factor &&
+                  original_max_positions > 0,
+              ErrorCode::kInvalidArgument,
+              "RopeScaling: llama3 scaling needs factor >= 1, 0 < low_freq_factor < high_freq_factor "
+              "and original_max_position_embeddings > 0 (got factor " + std::to_string(factor) +
+                  ", low " + std::to_string(low_freq_factor) + ", high " +
+                  std::to_string(high_freq_factor) + ", original " +
+                  std::to_string(original_max_positions) + ")");
+  }
+
+  /// The frequency that replaces `freq` (radians per position), in double.
+  double apply(double freq) const noexcept {
+    if (!enabled()) return freq;
+    constexpr double kTwoPi = 6.283185307179586476925286766559;
+    const double context = static_cast<double>(original_max_positions);
+    const double wavelen = kTwoPi / freq;
+    if (wavelen < context / high_freq_factor) return freq;  // high frequencies: unchanged
+    if (wavelen > context / low_freq_factor) return freq / factor;  // low: slowed by factor
+    const double smooth = (context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+    return (1.0 - smooth) * freq / factor + smooth * freq;
+  }
+};
+
 class Rope {
  public:
   Rope() = default;
   /// Tables for positions [0, max_positions) and heads of `head_size` (even).
-  Rope(std::int64_t head_size, std::int64_t max_positions, float theta, RopeStyle style)
+  Rope(std::int64_t head_size, std::int64_t max_positions, float theta, RopeStyle style,
+       const RopeScaling& scaling = {})
       : head_size_(head_size), max_positions_(max_positions), style_(style) {
+    scaling.validate();
     GSQ_CHECK(head_size > 0 && head_size % 2 == 0, ErrorCode::kInvalidArgument,
               "Rope: head size must be positive and even, got " + std::to_string(head_size));
     GSQ_CHECK(max_positions > 0, ErrorCode::kInvalidArgument,
@@ -45,8 +89,8 @@ class Rope {
     cos_ = Tensor<float>({max_positions, half}, MemoryCategory::kWeights);
     sin_ = Tensor<float>({max_positions, half}, MemoryCategory::kWeights);
     for (std::int64_t i = 0; i < half; ++i) {
-      const double freq = std::pow(static_cast<double>(theta),
-                                   -2.0 * static_cast<double>(i) / static_cast<double>(head_size));
+      const double freq = scaling.apply(std::pow(
+          static_cast<double>(theta), -2.0 * static_cast<double>(i) / static_cast<double>(head_size)));
       for (std::int64_t p = 0; p < max_positions; ++p) {
         const double angle = static_cast<double>(p) * freq;
         cos_(p, i) = static_cast<float>(std::cos(angle));
@@ -58,6 +102,9 @@ class Rope {
   std::int64_t head_size() const noexcept { return head_size_; }
   std::int64_t max_positions() const noexcept { return max_positions_; }
   RopeStyle style() const noexcept { return style_; }
+  /// cos and sin of position `pos`, pair `i` (what forward rotates by).
+  float cos_at(std::int64_t pos, std::int64_t i) const { return cos_(pos, i); }
+  float sin_at(std::int64_t pos, std::int64_t i) const { return sin_(pos, i); }
 
   /// Rotates x [batch·seq, heads·head_size] in place; row r is at position
   /// start_pos + r mod seq.
