@@ -28,6 +28,7 @@
 #include <cmath>
 #include <concepts>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <span>
 #include <string>
@@ -139,6 +140,11 @@ struct TrainerConfig {
   float eps = 1e-8f;
   double max_grad_norm = 1.0;      // global-norm clipping; <= 0 disables it
   bool trim_padding = true;        // cut batches after their last counted position
+  // Micro-batches per step (data parallelism, GradientReducer): the batch's rows are cut
+  // into this many contiguous parts, each part's gradient is computed on its own (every
+  // loss normalised by the whole batch's token count) and the parts are summed in index
+  // order. The same value gives the same bits on any number of processes; 1 is one pass.
+  std::int64_t micro_batches = 1;
 
   void validate() const {
     GSQ_CHECK(total_steps >= 1, ErrorCode::kInvalidArgument,
@@ -150,6 +156,8 @@ struct TrainerConfig {
               "TrainerConfig: lr must be finite and > 0, got " + std::to_string(lr));
     GSQ_CHECK(std::isfinite(max_grad_norm), ErrorCode::kInvalidArgument,
               "TrainerConfig: max_grad_norm must be finite");
+    GSQ_CHECK(micro_batches >= 1, ErrorCode::kInvalidArgument,
+              "TrainerConfig: micro_batches must be >= 1, got " + std::to_string(micro_batches));
     adamw().validate();
     (void)schedule();
   }
@@ -158,6 +166,29 @@ struct TrainerConfig {
   }
   optim::Schedule schedule() const {
     return optim::Schedule::warmup_cosine(lr, warmup_steps, total_steps, min_lr);
+  }
+};
+
+/// The seam of data-parallel training: compute gradients → reduce → apply the update.
+/// The trainer packs the gradients of the micro-batches this process owns into one flat
+/// buffer (per micro-batch: every trainable gradient, then its loss sum); `allgather`
+/// gives every process the concatenation of every process's buffer, rank 0's first —
+/// which is micro-batch order, because rank r owns micro-batches [r·M/R, (r+1)·M/R).
+/// The trainer then adds the parts in micro-batch index order itself, so the sum never
+/// depends on a library's reduction order or on the number of processes. Token counts
+/// need no exchange: every process holds the whole global batch (same seeded sampler)
+/// and normalises by its token count. The default is one process (a copy);
+/// include/gsq/dist/mpi_reducer.hpp is the MPI implementation.
+class GradientReducer {
+ public:
+  virtual ~GradientReducer() = default;
+  virtual int ranks() const noexcept { return 1; }
+  virtual int rank() const noexcept { return 0; }
+  /// `all` ← every rank's `local`, rank 0 first; rank r contributes counts[r] floats.
+  virtual void allgather(std::span<const float> local, std::span<const std::int64_t> counts,
+                         std::span<float> all) {
+    (void)counts;
+    std::copy(local.begin(), local.end(), all.begin());
   }
 };
 
@@ -170,6 +201,7 @@ struct TrainStep {
   double grad_norm = 0.0;       // global gradient norm before clipping
   float lr = 0.0f;              // learning rate used by this update
   double seconds = 0.0;         // wall time of the step
+  double comm_seconds = 0.0;    // of which waiting on the gradient reducer
 };
 
 /// The trainer's whole mutable state, as plain data (see the file comment).
@@ -253,12 +285,112 @@ class Trainer {
     TrainStep s;
     s.lr = schedule_(steps_);
     s.tokens = static_cast<std::int64_t>(b.inputs.size());
+    if (config_.micro_batches > 1 || reducer_ != nullptr) return step_micro_batches(b, s, t0);
+    prepare_micro_batch(0);
     const CrossEntropyResult ce = model_->loss_and_backward(b.inputs, b.targets, b.mask, b.rows, cache_);
     GSQ_CHECK(std::isfinite(ce.loss), ErrorCode::kNonFinite,
               "Trainer::step: the loss at step " + std::to_string(steps_ + 1) +
                   " is not finite (training diverged; lower --lr?)");
     s.loss = ce.loss;
     s.counted = ce.count;
+    return apply_update(s, t0);
+  }
+  template <TokenBatch B>
+  TrainStep step(const B& batch) {
+    return step(batch_view(batch));
+  }
+
+  /// Data parallelism: gradients go through `reducer` (not owned; nullptr: one process).
+  void set_reducer(GradientReducer* reducer) noexcept { reducer_ = reducer; }
+  GradientReducer* reducer() const noexcept { return reducer_; }
+
+ private:
+  /// Keys what a micro-batch's forward and backward may depend on besides the data to
+  /// the step and the micro-batch index, never to how many passes ran before: L4Q's
+  /// warm-up position, and the stochastic-rounding stream (step × M + index).
+  void prepare_micro_batch(std::int64_t index) {
+    const auto stream = static_cast<std::uint64_t>(steps_ * config_.micro_batches + index);
+    for (std::int64_t l = 0; l < model_->n_layers(); ++l)
+      for (std::string_view name : kLlamaProjections) {
+        Projection& p = model_->projection(l, name);
+        if (L4qLinear* q = p.get_if<L4qLinear>(); q != nullptr) {
+          q->restore_training_steps(steps_);
+          q->set_rounding_stream(stream);
+        } else if (LoraLinear* a = p.get_if<LoraLinear>(); a != nullptr) {
+          a->set_rounding_stream(stream);
+        }
+      }
+  }
+
+  /// One step as micro_batches parts (see TrainerConfig::micro_batches, GradientReducer).
+  TrainStep step_micro_batches(const BatchView& b, TrainStep s, std::chrono::steady_clock::time_point t0) {
+    const std::int64_t m = config_.micro_batches;
+    const int ranks = reducer_ != nullptr ? reducer_->ranks() : 1;
+    const int me = reducer_ != nullptr ? reducer_->rank() : 0;
+    GSQ_CHECK(b.rows >= m, ErrorCode::kInvalidArgument,
+              "Trainer::step: a batch of " + std::to_string(b.rows) + " rows cannot be cut into " +
+                  std::to_string(m) + " micro-batches (need batch >= micro-batches)");
+    const std::int64_t counted = b.counted();
+    const double normalizer = static_cast<double>(std::max<std::int64_t>(counted, 1));
+    std::int64_t grads = 0;
+    for (const Parameter& p : params_) grads += p.grad->numel();
+    const std::int64_t stride = grads + 2;  // + the loss sum, a double in two floats
+    auto first_of = [&](int r) { return static_cast<std::int64_t>(r) * m / ranks; };
+    const std::int64_t first = first_of(me), last = first_of(me + 1);
+    std::vector<float> local(static_cast<std::size_t>((last - first) * stride));
+    const std::int64_t seq = b.seq_len();
+    for (std::int64_t i = first; i < last; ++i) {
+      const std::int64_t r0 = i * b.rows / m, r1 = (i + 1) * b.rows / m;
+      const auto off = static_cast<std::size_t>(r0 * seq), n = static_cast<std::size_t>((r1 - r0) * seq);
+      prepare_micro_batch(i);
+      zero_grads(params_);
+      const CrossEntropyResult ce = model_->loss_and_backward(b.inputs.subspan(off, n), b.targets.subspan(off, n),
+                                                              b.mask.subspan(off, n), r1 - r0, cache_, normalizer);
+      float* out = local.data() + (i - first) * stride;
+      for (const Parameter& p : params_) out = std::copy(p.grad->begin(), p.grad->end(), out);
+      std::memcpy(out, &ce.sum, sizeof(double));
+    }
+    std::vector<float> all(static_cast<std::size_t>(m * stride));
+    std::vector<std::int64_t> counts(static_cast<std::size_t>(ranks));
+    for (int r = 0; r < ranks; ++r) counts[static_cast<std::size_t>(r)] = (first_of(r + 1) - first_of(r)) * stride;
+    const auto c0 = std::chrono::steady_clock::now();
+    if (reducer_ != nullptr) {
+      reducer_->allgather(local, counts, all);
+    } else {
+      std::copy(local.begin(), local.end(), all.begin());
+    }
+    s.comm_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - c0).count();
+    // The sum, in micro-batch index order: the same additions on every process.
+    double loss_sum = 0.0;
+    std::int64_t at = 0;
+    for (const Parameter& p : params_) {
+      float* g = p.grad->data();
+      const std::int64_t n = p.grad->numel();
+      for (std::int64_t i = 0; i < m; ++i) {
+        const float* part = all.data() + i * stride + at;
+        if (i == 0) {
+          std::copy(part, part + n, g);
+        } else {
+          for (std::int64_t k = 0; k < n; ++k) g[k] += part[k];
+        }
+      }
+      at += n;
+    }
+    for (std::int64_t i = 0; i < m; ++i) {
+      double part = 0.0;
+      std::memcpy(&part, all.data() + i * stride + grads, sizeof(double));
+      loss_sum += part;
+    }
+    s.loss = counted > 0 ? loss_sum / static_cast<double>(counted) : 0.0;
+    s.counted = counted;
+    GSQ_CHECK(std::isfinite(s.loss), ErrorCode::kNonFinite,
+              "Trainer::step: the loss at step " + std::to_string(steps_ + 1) +
+                  " is not finite (training diverged; lower --lr?)");
+    return apply_update(s, t0);
+  }
+
+  /// Clipping and the optimizer on the gradients in params_; counts the step.
+  TrainStep apply_update(TrainStep s, std::chrono::steady_clock::time_point t0) {
     s.grad_norm = config_.max_grad_norm > 0.0 ? optim::clip_grad_norm(params_, config_.max_grad_norm)
                                               : optim::global_grad_norm(params_);
     decayed_opt_->set_lr(s.lr);
@@ -270,10 +402,8 @@ class Trainer {
     s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return s;
   }
-  template <TokenBatch B>
-  TrainStep step(const B& batch) {
-    return step(batch_view(batch));
-  }
+
+ public:
 
   std::int64_t steps_done() const noexcept { return steps_; }
   const TrainerConfig& config() const noexcept { return config_; }
@@ -332,6 +462,7 @@ class Trainer {
   std::unique_ptr<optim::AdamW> decayed_opt_, exempt_opt_;
   Llama::Cache cache_;
   std::int64_t steps_ = 0;
+  GradientReducer* reducer_ = nullptr;
 };
 
 GSQ_NAMESPACE_END

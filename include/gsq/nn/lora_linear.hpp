@@ -129,6 +129,11 @@ class LoraLinear {
   /// go to the per-thread scratch shared by all layers (nn/scratch.hpp).
   void forward(MatrixView<const float> x, MatrixView<float> y) { run_forward(x, y, nullptr); }
 
+  /// Keys the stochastic rounding of the next backward: stream `n` (by default the
+  /// number of earlier backward calls). The trainer sets it per micro-batch (step × M +
+  /// index) so data-parallel processes and resumed runs round exactly as one process.
+  void set_rounding_stream(std::uint64_t n) noexcept { backward_calls_ = n; }
+
   /// Backward for dy [tokens, out]: dx (+)= ∂L/∂X into dx [tokens, in] (an empty dx
   /// skips it), and accumulates the gradients of A and B.
   void backward(MatrixView<const float> dy, Cache& cache, MatrixView<float> dx,
