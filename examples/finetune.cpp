@@ -13,7 +13,13 @@
 //   merged/       the merged model (Hugging Face directory + llama2.c model.bin); L4Q: the
 //                 quantized model.l4q.safetensors with its FP32 twin
 // Progress: a live line on a terminal, plain lines otherwise. Bad flags: gsq's ConfigError
-// on stderr, exit 2; unreadable files: IoError, exit 1.
+// on stderr, exit 2; unreadable files: IoError, exit 1. An --out that already holds a run
+// is refused unless --overwrite or --resume says what to do with it (support/outdir.hpp);
+// sizes are checked against the model and a memory estimate before anything is allocated.
+// Under mpirun (built with GSQ_WITH_MPI) it trains data-parallel: --batch stays the global
+// batch, each rank computes its share of --micro-batches, and the adapter is byte for
+// byte the one a single process writes with the same --micro-batches (README, "Several
+// machines").
 #include <gsq/core/isa.hpp>
 #include <gsq/core/parallel.hpp>
 #include <gsq/io/atomic_file.hpp>
@@ -22,6 +28,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -31,14 +38,27 @@
 #include "support/data.hpp"
 #include "support/finetune.hpp"
 #include "support/jsonl.hpp"
+#include "support/outdir.hpp"
 #include "support/model.hpp"
 #include "support/progress.hpp"
 #include "support/ptq.hpp"
 #include "support/signals.hpp"
 
+#ifdef GSQ_FINETUNE_MPI
+#include <gsq/dist/mpi_reducer.hpp>
+#endif
+
 namespace {
 
 namespace fs = std::filesystem;
+
+/// Whether mpirun (Open MPI, MPICH / PMI, PMIx) started this process: only then is MPI
+/// initialised, so a plain `gsq-finetune` never needs an MPI runtime.
+[[maybe_unused]] bool launched_by_mpirun() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"})
+    if (const char* e = std::getenv(v); e != nullptr && *e != '\0') return true;
+  return false;
+}
 
 nlohmann::json eval_summary(const std::optional<gsq::EvalResult>& e) {
   if (!e) return nullptr;
@@ -69,8 +89,17 @@ nlohmann::json evaluate_ptq(const std::vector<int>& bits, const driver::Finetune
   return out;
 }
 
-int finetune(driver::FinetuneSettings& s, const std::vector<int>& ptq_bits, const std::string& save_base) {
+int finetune(driver::FinetuneSettings& s, const std::vector<int>& ptq_bits, const std::string& save_base,
+             gsq::GradientReducer* reducer) {
   driver::install_stop_handlers();  // from here on, Ctrl-C ends the run after a step, with a checkpoint
+  // Data parallel (mpirun): every rank trains on its share of every batch; rank 0 alone
+  // prepares --out and writes the log, checkpoints, exports and summary.
+  const int ranks = reducer != nullptr ? reducer->ranks() : 1;
+  const bool writer = reducer == nullptr || reducer->rank() == 0;
+  if (s.micro_batches == 0) s.micro_batches = ranks;
+  if (s.micro_batches < ranks)
+    driver::config_error("--micro-batches " + std::to_string(s.micro_batches) + " is fewer than the " +
+                         std::to_string(ranks) + " ranks (every rank needs at least one micro-batch)");
   s.validate();
   if (s.out.empty()) driver::config_error("--out is required (the run's output directory)");
   driver::require_path(s.data, "--data");
@@ -82,30 +111,32 @@ int finetune(driver::FinetuneSettings& s, const std::vector<int>& ptq_bits, cons
     driver::config_error("--ptq-bits needs --method lora and --eval-data");
   const fs::path out = s.out;
   const fs::path checkpoint_dir = out / "checkpoint";
-  if (s.resume && !fs::exists(checkpoint_dir))
-    driver::config_error("--resume: no checkpoint in " + checkpoint_dir.string());
-  fs::create_directories(out);
+  const int stale = writer ? driver::prepare_out_dir(out, s.overwrite, s.resume) : 0;
   if (s.threads > 0) gsq::set_num_threads(s.threads);
 
-  driver::BaseModel base = driver::load_base_model(s.model, s.tokenizer, /*stream=*/true);
+  driver::BaseModel base = [&] {
+    driver::Activity a("loading the model " + s.model);
+    return driver::load_base_model(s.model, s.tokenizer, /*stream=*/true);
+  }();
   const auto& c = base.weights.config;
-  if (s.seq_len > c.max_seq_len)
-    driver::config_error("--seq-len " + std::to_string(s.seq_len) + " exceeds the model's context of " +
-                         std::to_string(c.max_seq_len));
-  const driver::Dataset train = driver::load_dataset(s.data, *base.tokenizer, s.seq_len, s.max_items);
+  const driver::MemoryEstimate need = driver::check_against_model(s, spec, c, /*print=*/false);
+  const driver::DataFormat format = driver::parse_data_format(s.data_format);
+  driver::Activity loading("loading the data " + s.data);
+  const driver::Dataset train = driver::load_dataset(s.data, *base.tokenizer, s.seq_len, s.max_items, format);
   std::optional<driver::Dataset> held_out;
   std::vector<gsq::data::Batch> eval;
   if (!s.eval_data.empty()) {
-    held_out = driver::load_dataset(s.eval_data, *base.tokenizer, s.seq_len, s.eval_max);
+    held_out = driver::load_dataset(s.eval_data, *base.tokenizer, s.seq_len, s.eval_max, format);
     eval = driver::eval_batches(held_out->examples, s.batch, s.seq_len);
   }
+  driver::current_activity() = "preparing the run";
 
   std::printf("gsq-finetune: %s — dim %lld, %lld layers, vocab %lld\n", s.model.c_str(),
               static_cast<long long>(c.dim), static_cast<long long>(c.n_layers),
               static_cast<long long>(c.vocab_size));
   std::printf("  adapters: %s on %s\n", spec.describe().c_str(), driver::join(spec.targets).c_str());
-  std::printf("  data: %s (%s, %zu examples, %lld response tokens%s)\n", s.data.c_str(),
-              driver::data_kind_name(train.kind), train.examples.size(),
+  std::printf("  data: %s (%s, %s, %zu examples, %lld response tokens%s)\n", s.data.c_str(),
+              driver::data_format_name(train.format), driver::data_kind_name(train.kind), train.examples.size(),
               static_cast<long long>(train.counted_tokens()),
               train.dropped > 0 ? (", " + std::to_string(train.dropped) + " too long, dropped").c_str() : "");
   if (held_out)
@@ -115,13 +146,21 @@ int finetune(driver::FinetuneSettings& s, const std::vector<int>& ptq_bits, cons
               static_cast<long long>(s.seq_len), static_cast<double>(s.lr),
               static_cast<long long>(s.warmup_steps()), gsq::num_threads(),
               std::string(gsq::isa_name(gsq::selected_isa())).c_str());
+  if (reducer != nullptr)
+    std::printf("  data parallel: %d ranks, %lld micro-batches per step (the same --micro-batches gives the same "
+                "bits on any number of ranks)\n",
+                ranks, static_cast<long long>(s.micro_batches));
+  (void)driver::check_against_model(s, spec, c);  // prints the memory estimate
+  if (stale > 0) std::printf("  removed %d stale temporary file(s) of an earlier, killed run\n", stale);
   std::fflush(stdout);
 
-  driver::JsonlLog log(out / "log.jsonl", /*append=*/s.resume);
+  driver::JsonlLog log = writer ? driver::JsonlLog(out / "log.jsonl", /*append=*/s.resume) : driver::JsonlLog();
   const nlohmann::json settings = s.to_json();
   driver::RunHooks hooks;
   hooks.log = &log;
-  if (!save_base.empty())
+  hooks.print = writer;
+  hooks.reducer = reducer;
+  if (writer && !save_base.empty())
     hooks.after_build = [&](gsq::Llama& m) {
       const auto t0 = std::chrono::steady_clock::now();
       gsq::save_quantized_base(save_base, m, fs::absolute(base.tokenizer_path).string());
@@ -129,7 +168,8 @@ int finetune(driver::FinetuneSettings& s, const std::vector<int>& ptq_bits, cons
                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       log.write({{"event", "save_base"}, {"path", save_base}});
     };
-  hooks.checkpoint = [&](gsq::Trainer& trainer, const gsq::data::BatchSampler& sampler) {
+  if (writer)
+    hooks.checkpoint = [&](gsq::Trainer& trainer, const gsq::data::BatchSampler& sampler) {
     const driver::ArtifactResult a = driver::save_checkpoint(checkpoint_dir, trainer, sampler, settings);
     log.write({{"event", "checkpoint"}, {"step", trainer.steps_done()}, {"path", a.path},
                {"written", a.written}, {"note", a.note}});
@@ -144,7 +184,12 @@ int finetune(driver::FinetuneSettings& s, const std::vector<int>& ptq_bits, cons
     };
 
   std::optional<gsq::Llama> model;
-  const driver::FinetuneResult r = driver::run_finetune(s, base, train, eval, hooks, &model);
+  const driver::FinetuneResult r = [&] {
+    driver::Activity a("training (estimated peak " + driver::format_bytes(need.total()) + ": activations " +
+                       driver::format_bytes(need.activations) + " for --batch " + std::to_string(s.batch) +
+                       " x --seq-len " + std::to_string(s.seq_len) + ")");
+    return driver::run_finetune(s, base, train, eval, hooks, &model);
+  }();
 
   nlohmann::json summary = {{"settings", settings},
                             {"adapter", spec.describe()},
@@ -155,6 +200,9 @@ int finetune(driver::FinetuneSettings& s, const std::vector<int>& ptq_bits, cons
                             {"eval", eval_summary(r.eval)},
                             {"eval_fp32_forward", eval_summary(r.eval_fp32)},
                             {"train_seconds", r.seconds},
+                            {"ranks", ranks},
+                            {"micro_batches", s.micro_batches},
+                            {"comm_seconds", r.comm_seconds},
                             {"tokens_per_s", r.tokens_per_second()},
                             {"trainable_params", r.trainable_params},
                             {"weight_bytes", r.weight_bytes},
@@ -170,6 +218,7 @@ int finetune(driver::FinetuneSettings& s, const std::vector<int>& ptq_bits, cons
   const std::int64_t peak_rss = driver::peak_rss_bytes();
   summary["peak_rss_bytes"] = peak_rss;
 
+  if (!writer) return driver::kExitOk;  // rank 0 reports and exports
   if (r.interrupted) {
     log.write({{"event", "interrupted"}, {"step", r.steps_done}, {"signal", driver::stop_requested()}});
     write_summary(out / "summary.json", summary);
@@ -187,6 +236,10 @@ int finetune(driver::FinetuneSettings& s, const std::vector<int>& ptq_bits, cons
                 std::string(gsq::memory_category_name(static_cast<gsq::MemoryCategory>(k))).c_str(),
                 driver::format_bytes(r.peak_by_category[static_cast<std::size_t>(k)]).c_str());
   std::printf("); process peak RSS %s\n", driver::format_bytes(peak_rss).c_str());
+  if (reducer != nullptr)
+    std::printf("  %d ranks: %.3f s per step waiting on gradient exchange (%.1f%% of training time)\n", ranks,
+                r.steps_done > 0 ? r.comm_seconds / static_cast<double>(r.steps_done) : 0.0,
+                r.seconds > 0 ? 100.0 * r.comm_seconds / r.seconds : 0.0);
   if (r.eval)
     std::printf("held-out: loss %.4f, perplexity %.3f (%s forward)\n", r.eval->mean_nll(),
                 r.eval->perplexity(), spec.bits.name().c_str());
@@ -205,9 +258,14 @@ int finetune(driver::FinetuneSettings& s, const std::vector<int>& ptq_bits, cons
     driver::ArtifactResult a;
     try {
       a = write();
-    } catch (const gsq::Error& e) {
-      a.note = std::string("failed: ") + e.what();
+    } catch (const std::exception& e) {
+      const std::string what = dynamic_cast<const gsq::Error*>(&e) != nullptr
+                                   ? std::string(e.what())
+                                   : gsq::Error(gsq::ErrorCode::kOpenFailed, e.what()).what();
+      a.note = "failed: " + what;
       export_failed = true;
+      std::fflush(stdout);
+      std::fprintf(stderr, "gsq-finetune: %s export failed (nothing left half-written): %s\n", key, what.c_str());
     }
     artifacts[key] = {{"path", a.path}, {"written", a.written}, {"note", a.note}};
     std::printf("%s: %s%s\n", key, a.path.c_str(), a.note.empty() ? "" : (" (" + a.note + ")").c_str());
@@ -237,6 +295,7 @@ int main(int argc, char** argv) {
                  "also save the quantized frozen base (gsq-base safetensors) to FILE; --model FILE "
                  "later loads it without quantizing again");
   app.add_flag("--resume", s.resume, "continue the run in --out from its checkpoint");
+  app.add_flag("--overwrite", s.overwrite, "replace a previous run in --out (refused without it)");
   app.add_option("--save-every", s.save_every, "also write a checkpoint every N steps (0: only on Ctrl-C)")
       ->capture_default_str();
   app.add_option("--log-every", s.log_every, "plain progress line every N steps when not on a terminal")
@@ -250,5 +309,21 @@ int main(int argc, char** argv) {
                  "LoRA: also evaluate the merged weights rounded to these widths (e.g. 4,3; groups of "
                  "--quant-group) — the post-training baseline L4Q is compared with")
       ->delimiter(',');
-  return driver::run_driver("gsq-finetune", app, argc, argv, [&] { return finetune(s, ptq_bits, save_base); });
+#ifdef GSQ_FINETUNE_MPI
+  // Under mpirun: MPI, one reducer, output from rank 0 only; a rank that fails stops all.
+  std::optional<gsq::dist::MpiSession> mpi;
+  std::optional<gsq::dist::MpiReducer> reducer;
+  if (launched_by_mpirun()) {
+    mpi.emplace(argc, argv);
+    reducer.emplace();
+    if (reducer->rank() != 0 && std::freopen("/dev/null", "w", stdout) == nullptr) return driver::kExitFailure;
+  }
+  const int rc = driver::run_driver("gsq-finetune", app, argc, argv,
+                                    [&] { return finetune(s, ptq_bits, save_base, reducer ? &*reducer : nullptr); });
+  if (rc != driver::kExitOk && reducer && reducer->ranks() > 1)
+    gsq::dist::abort_all("gsq-finetune failed on this rank (exit " + std::to_string(rc) + "); stopping every rank", rc);
+  return rc;
+#else
+  return driver::run_driver("gsq-finetune", app, argc, argv, [&] { return finetune(s, ptq_bits, save_base, nullptr); });
+#endif
 }

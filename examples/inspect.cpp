@@ -5,11 +5,15 @@
 // FILE may be a llama2.c checkpoint (.bin), a Hugging Face model directory (or its
 // config.json / model.safetensors; sharded ones too), any safetensors file (adapters, checkpoints), a
 // llama2.c tokenizer (tok*.bin) or a tokenizer.json. The format is decided from the
-// content, not the name. It prints the format, the config, and every tensor with dtype,
-// shape, bytes and offset, reading headers only (no tensor data), so it is quick on large
-// files. A file that does not parse exits with status 1 and gsq's error message (file and
+// content, not the name (a .safetensors name is trusted: a broken one is reported by the
+// safetensors parser). PEFT adapter directories and checkpoint directories (the root with
+// its step-N directories, or one step) are recognised too. It prints the format, the
+// config, and every tensor with dtype, shape, bytes and offset, reading headers only (no
+// tensor data), so it is quick on large files. A file that does not parse exits with status 1 and gsq's error message (file and
 // byte offset); bad flags exit with status 2.
 #include <CLI/CLI.hpp>
+#include <gsq/io/adapter.hpp>
+#include <gsq/io/checkpoint.hpp>
 #include <gsq/io/io.hpp>
 
 #include <algorithm>
@@ -17,6 +21,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -209,11 +214,63 @@ void inspect_tokenizer(const gsq::Tokenizer& tok, const Options& opt) {
   }
 }
 
-bool looks_like_safetensors(const gsq::MappedFile& f) {
-  if (f.size() < 9) return false;
-  std::uint64_t n = 0;
-  std::memcpy(&n, f.data(), 8);
-  return n > 0 && n <= f.size() - 8 && f.data()[8] == '{';
+/// A safetensors file: named so, or an 8-byte length followed by a JSON header. The
+/// length is not trusted here — a broken one is the safetensors parser's to report,
+/// not a reason to blame the llama2.c parser.
+bool looks_like_safetensors(const gsq::MappedFile& f, const fs::path& path) {
+  if (path.extension() == ".safetensors") return true;
+  return f.size() >= 9 && f.data()[8] == '{';
+}
+
+/// A PEFT adapter directory (gsq-finetune's OUT/adapter): its config and tensors.
+void inspect_adapter_directory(const fs::path& dir, const Options& opt) {
+  const gsq::AdapterConfig c = gsq::read_adapter_config(dir);
+  const gsq::SafetensorsFile st = gsq::SafetensorsFile::open(dir / gsq::kAdapterWeightsFile);
+  std::printf("format:     PEFT adapter directory (adapter_config.json + %s, %s)\n",
+              std::string(gsq::kAdapterWeightsFile).c_str(), bytes_string(st.file_bytes()).c_str());
+  std::string targets;
+  for (const std::string& t : c.target_modules) targets += (targets.empty() ? "" : ",") + t;
+  std::printf("adapter:    %s, rank %lld, alpha %g, targets %s\n", c.method.c_str(), static_cast<long long>(c.rank),
+              static_cast<double>(c.alpha), targets.c_str());
+  if (c.method == "l4q")
+    std::printf("            int%d codes, group %d, %s\n", c.quant_bits, c.quant_group,
+                c.quantized ? "quantizer live" : "saved during the LoRA warm-up");
+  if (!c.base_model_name_or_path.empty()) std::printf("base model: %s\n", c.base_model_name_or_path.c_str());
+  std::printf("elements:   %lld\n", static_cast<long long>(element_count(st)));
+  print_rows(safetensors_rows(st), opt);
+}
+
+/// One checkpoint step directory: its state and tensors (checksums verified by loading).
+void inspect_checkpoint_step(const fs::path& dir, const Options& opt) {
+  const gsq::Checkpoint ck = gsq::load_checkpoint_dir(dir);
+  std::printf("format:     gsq checkpoint step directory (checksums verified)\n");
+  std::printf("step:       %lld, data cursor epoch %llu position %llu, seed %llu\n",
+              static_cast<long long>(ck.trainer.step), static_cast<unsigned long long>(ck.cursor.epoch),
+              static_cast<unsigned long long>(ck.cursor.position), static_cast<unsigned long long>(ck.seed));
+  std::printf("optimizer:  %s, %zu state tensors\n", ck.trainer.optimizer.optimizer.c_str(),
+              ck.trainer.optimizer.tensors.size());
+  if (!ck.settings.empty()) std::printf("settings:   %s\n", ck.settings.dump().c_str());
+  print_rows(safetensors_rows(gsq::SafetensorsFile::open(dir / "parameters.safetensors")), opt);
+}
+
+/// A checkpoint root (gsq-finetune's OUT/checkpoint): every step directory, complete or
+/// not, and the one --resume would load.
+void inspect_checkpoint_root(const fs::path& dir, const Options& opt) {
+  std::printf("format:     gsq checkpoint directory\n");
+  std::vector<std::string> steps;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.is_directory() && e.path().filename().string().starts_with("step-")) steps.push_back(e.path().filename().string());
+  std::sort(steps.begin(), steps.end());
+  for (const std::string& name : steps)
+    std::printf("  %s  %s\n", name.c_str(),
+                fs::exists(dir / name / gsq::kCheckpointManifestFile) ? "complete" : "unfinished (no manifest)");
+  const std::optional<fs::path> current = gsq::find_checkpoint(dir);
+  if (!current) {
+    std::printf("resume:     none (no complete checkpoint)\n");
+    return;
+  }
+  std::printf("resume:     %s\n", current->string().c_str());
+  inspect_checkpoint_step(*current, opt);
 }
 
 void inspect(const Options& opt) {
@@ -221,12 +278,19 @@ void inspect(const Options& opt) {
   std::printf("file:       %s\n", path.string().c_str());
   if (fs::is_directory(path)) {
     if (fs::exists(path / "config.json")) return inspect_hf_directory(path, opt);
+    if (fs::exists(path / gsq::kAdapterConfigFile)) return inspect_adapter_directory(path, opt);
+    if (fs::exists(path / gsq::kCheckpointManifestFile) || fs::exists(path / "trainer_state.json"))
+      return inspect_checkpoint_step(path, opt);
+    bool has_steps = fs::exists(path / gsq::kCheckpointLatestFile);
+    for (const auto& e : fs::directory_iterator(path))
+      has_steps = has_steps || (e.is_directory() && e.path().filename().string().starts_with("step-"));
+    if (has_steps) return inspect_checkpoint_root(path, opt);
     return inspect_tokenizer(*gsq::load_tokenizer(path), opt);
   }
   if (path.filename() == gsq::kSafetensorsIndexName)
     return inspect_hf_directory(path.parent_path().empty() ? fs::path(".") : path.parent_path(), opt);
   const gsq::MappedFile file = gsq::MappedFile::open(path);
-  if (looks_like_safetensors(file)) {
+  if (looks_like_safetensors(file, path)) {
     const gsq::SafetensorsFile st = gsq::SafetensorsFile::parse(gsq::MappedFile::open(path));
     const fs::path dir = path.parent_path().empty() ? fs::path(".") : path.parent_path();
     if (path.filename() == "model.safetensors" && fs::exists(dir / "config.json"))

@@ -12,6 +12,7 @@ packages=(
   libdnnl-dev libopenblas-dev                          # benchmark baselines only
   ocl-icd-opencl-dev                                   # Debian's dnnl-config.cmake requires OpenCL
   gnuplot-nox                                          # gsq-sweep's PNG (it writes SVG without it)
+  openmpi-bin libopenmpi-dev                           # data-parallel fine-tuning (GSQ_WITH_MPI)
 )
 missing=()
 for p in "${packages[@]}"; do

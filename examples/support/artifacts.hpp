@@ -11,6 +11,9 @@
 //                     group) with its FP32 twin as the Hugging Face directory. The run's
 //                     tokenizer is copied in, so the directory is a complete model.
 // gsq-eval reads every one of them back (support/model.hpp load_model_files).
+// adapter/ and merged/ are written into a temporary directory that replaces the old one
+// only when complete (write_directory_atomically): a failed export never leaves one
+// half-written.
 #pragma once
 
 #include <gsq/core/error.hpp>
@@ -24,6 +27,8 @@
 #include <gsq/model/trainer.hpp>
 
 #include <nlohmann/json.hpp>
+
+#include <unistd.h>
 
 #include <filesystem>
 #include <string>
@@ -72,20 +77,43 @@ inline std::int64_t load_checkpoint(const std::filesystem::path& root, gsq::Trai
   return ck.trainer.step;
 }
 
+/// Runs `write(temp)` into a fresh temporary directory beside `dir`, then replaces `dir`
+/// with it: a failure (a full disk) removes the temporary and rethrows, so `dir` is never
+/// half-written — it is either the previous complete directory or the new one.
+template <class Write>
+void write_directory_atomically(const std::filesystem::path& dir, Write&& write) {
+  namespace fs = std::filesystem;
+  const fs::path temp = dir.parent_path() / (dir.filename().string() + ".tmp." + std::to_string(::getpid()));
+  const fs::path old = dir.parent_path() / (dir.filename().string() + ".old.tmp." + std::to_string(::getpid()));
+  std::error_code ec;
+  fs::remove_all(temp, ec);
+  try {
+    fs::create_directories(temp);
+    write(temp);
+    if (fs::exists(dir)) fs::rename(dir, old);
+    fs::rename(temp, dir);
+  } catch (...) {
+    fs::remove_all(temp, ec);
+    if (!fs::exists(dir, ec) && fs::exists(old, ec)) fs::rename(old, dir, ec);  // put the previous one back
+    throw;
+  }
+  fs::remove_all(old, ec);
+}
+
 /// The adapters of `model` as a PEFT adapter directory.
 inline ArtifactResult export_adapter(const std::filesystem::path& dir, gsq::Llama& model,
                                      const std::string& base_model) {
-  gsq::save_adapter(dir, model, base_model);
+  write_directory_atomically(dir, [&](const std::filesystem::path& temp) { gsq::save_adapter(temp, model, base_model); });
   return {true, dir.string(), ""};
 }
 
 /// LoRA: base + adapters merged into one model; L4Q: the quantized merged model and its
 /// FP32 twin. The tokenizer file is copied in beside the weights.
-inline ArtifactResult export_merged(const std::filesystem::path& dir, gsq::Llama& model, const AdapterSpec& spec,
+inline ArtifactResult export_merged(const std::filesystem::path& final_dir, gsq::Llama& model, const AdapterSpec& spec,
                                     const BaseModel& base) {
   namespace fs = std::filesystem;
-  fs::create_directories(dir);
   std::string note;
+  write_directory_atomically(final_dir, [&](const fs::path& dir) {
   if (spec.method == "l4q") {
     const gsq::L4qQuantizedModel q = gsq::l4q_quantized_model(model);
     gsq::write_l4q_quantized(dir / "model.l4q.safetensors", q);
@@ -112,9 +140,12 @@ inline ArtifactResult export_merged(const std::filesystem::path& dir, gsq::Llama
   if (fs::is_regular_file(tok, ec)) {
     const std::string name = tok.extension() == ".json" ? "tokenizer.json" : "tokenizer.bin";
     fs::copy_file(tok, dir / name, fs::copy_options::overwrite_existing, ec);
-    if (ec) note += "; tokenizer not copied: " + ec.message();
+    if (ec)
+      gsq::detail::throw_io_error(gsq::ErrorCode::kOpenFailed, "cannot copy the tokenizer: " + ec.message(),
+                                  (dir / name).string(), -1);
   }
-  return {true, dir.string(), note};
+  });
+  return {true, final_dir.string(), note};
 }
 
 /// The adapter settings stored with a PEFT adapter directory (rank, alpha, targets, method).

@@ -5,7 +5,8 @@
 // gsq's ConfigError text ("[gsq.config.401] ...") on stderr and exit status 2. Files
 // that cannot be read exit 1 with gsq's IoError (file and byte offset); --help exits 0.
 // `run_driver` is the one place that maps exceptions to exit statuses, so no driver can
-// end in an uncaught exception or a crash because of its input.
+// end in an uncaught exception or a crash because of its input, and every message on
+// stderr carries a gsq error id (allocation and filesystem failures included).
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -19,9 +20,11 @@
 #include <cstdlib>
 #include <exception>
 #include <filesystem>
+#include <new>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace driver {
@@ -35,7 +38,40 @@ inline constexpr int kExitUsage = 2;    // bad flags or flag values
   gsq::detail::throw_error(gsq::ErrorCode::kInvalidArgument, message);
 }
 
-/// Parses argv into `app`, then runs `body`; returns the process exit status.
+/// What the driver is doing now, for an allocation failure's message ("building the
+/// training model (about 1.2 GiB)"). Set with an Activity for the span of the work.
+inline std::string& current_activity() {
+  static std::string activity;
+  return activity;
+}
+
+/// The innermost activity an exception left (kept while the stack unwinds to run_driver).
+inline std::string& failed_activity() {
+  static std::string activity;
+  return activity;
+}
+
+class Activity {
+ public:
+  explicit Activity(std::string what)
+      : previous_(std::move(current_activity())), exceptions_(std::uncaught_exceptions()) {
+    current_activity() = std::move(what);
+  }
+  Activity(const Activity&) = delete;
+  Activity& operator=(const Activity&) = delete;
+  ~Activity() {
+    if (std::uncaught_exceptions() > exceptions_ && failed_activity().empty()) failed_activity() = current_activity();
+    current_activity() = std::move(previous_);
+  }
+
+ private:
+  std::string previous_;
+  int exceptions_;
+};
+
+/// Parses argv into `app`, then runs `body`; returns the process exit status. Every
+/// error leaves with a gsq code: allocation failures become kOutOfMemory naming the
+/// activity, filesystem errors kOpenFailed naming the path.
 template <class Body>
 int run_driver(const char* program, CLI::App& app, int argc, char** argv, Body&& body) {
   try {
@@ -52,7 +88,25 @@ int run_driver(const char* program, CLI::App& app, int argc, char** argv, Body&&
   } catch (const gsq::ConfigError& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "%s: %s\n", program, e.what());
-    return kExitUsage;
+    return e.code() == gsq::ErrorCode::kOutOfMemory ? kExitFailure : kExitUsage;
+  } catch (const std::bad_alloc&) {
+    std::fflush(stdout);
+    const std::string what = !failed_activity().empty()    ? failed_activity()
+                             : !current_activity().empty() ? current_activity()
+                                                           : std::string("running");
+    std::fprintf(stderr, "%s: %s\n", program,
+                 gsq::Error(gsq::ErrorCode::kOutOfMemory,
+                            "out of memory while " + what + "; lower --batch or --seq-len, or use a machine "
+                                                            "with more memory")
+                     .what());
+    return kExitFailure;
+  } catch (const std::filesystem::filesystem_error& e) {
+    std::fflush(stdout);
+    std::string where = e.path1().string();
+    if (!e.path2().empty()) where += " -> " + e.path2().string();
+    std::fprintf(stderr, "%s: %s\n", program,
+                 gsq::Error(gsq::ErrorCode::kOpenFailed, where + ": " + e.code().message()).what());
+    return kExitFailure;
   } catch (const gsq::Error& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "%s: %s\n", program, e.what());

@@ -21,9 +21,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cmath>
+#include <cstdio>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -71,7 +75,10 @@ struct FinetuneSettings {
   std::int64_t max_items = 0;
   std::int64_t save_every = 0;
   std::int64_t log_every = 10;
+  std::string data_format = "auto";
+  std::int64_t micro_batches = 0;  // 0: one per MPI rank (1 without MPI)
   bool resume = false;
+  bool overwrite = false;
   bool fp32_eval = true;
   bool recompute_blocks = false;
 
@@ -107,6 +114,7 @@ struct FinetuneSettings {
     t.min_lr = min_lr;
     t.weight_decay = weight_decay;
     t.max_grad_norm = clip;
+    t.micro_batches = std::max<std::int64_t>(micro_batches, 1);
     try {
       t.validate();
     } catch (const gsq::Error& e) {
@@ -122,8 +130,16 @@ struct FinetuneSettings {
     if (grad_accum < 1) config_error("--grad-accum must be >= 1, got " + std::to_string(grad_accum));
     if (seq_len < 2) config_error("--seq-len must be >= 2, got " + std::to_string(seq_len));
     if (threads < 0) config_error("--threads must be >= 0, got " + std::to_string(threads));
+    if (threads > 4096) config_error("--threads must be at most 4096, got " + std::to_string(threads));
     if (eval_every < 0 || save_every < 0 || eval_max < 0 || max_items < 0 || log_every < 1)
       config_error("--eval-every, --save-every, --eval-max and --max-items must be >= 0, --log-every >= 1");
+    if (!(clip >= 0.0) || !std::isfinite(clip))
+      config_error("--clip must be a finite norm >= 0 (0 turns clipping off), got " + std::to_string(clip));
+    if (rank < 1) config_error("--rank must be >= 1, got " + std::to_string(rank));
+    if (micro_batches < 0 || micro_batches > batch)
+      config_error("--micro-batches must be in 0..--batch (" + std::to_string(batch) + "), got " +
+                   std::to_string(micro_batches));
+    (void)parse_data_format(data_format);
     (void)adapter_spec();
     (void)trainer_config();
   }
@@ -138,7 +154,8 @@ struct FinetuneSettings {
             {"grad_rounding", grad_rounding}, {"steps", steps},
             {"batch", batch},        {"grad_accum", grad_accum}, {"seq_len", seq_len},       {"lr", lr},
             {"warmup", warmup_steps()}, {"min_lr", min_lr},      {"weight_decay", weight_decay},
-            {"clip", clip},          {"seed", seed},             {"max_items", max_items}};
+            {"clip", clip},          {"seed", seed},             {"max_items", max_items},
+            {"data_format", data_format}, {"micro_batches", std::max<std::int64_t>(micro_batches, 1)}};
   }
 };
 
@@ -182,9 +199,14 @@ inline void add_adapter_flags(CLI::App& app, FinetuneSettings& s, bool with_prec
 
 inline void add_training_flags(CLI::App& app, FinetuneSettings& s) {
   app.add_option("--data", s.data,
-                 "training data: Alpaca-style JSON array (loss on the response only) or plain text")
+                 "training data: Alpaca-style JSON array or JSON Lines (loss on the response only) or plain text")
       ->required();
   app.add_option("--eval-data", s.eval_data, "held-out data for evaluation (same formats)");
+  app.add_option("--data-format", s.data_format,
+                 "format of --data and --eval-data: alpaca (JSON array of instruction objects), jsonl (one "
+                 "instruction or {\"text\"} object per line), text, or auto (decided from the content when "
+                 "unambiguous)")
+      ->capture_default_str();
   app.add_option("--steps", s.steps, "optimizer steps")->capture_default_str();
   app.add_option("--batch", s.batch, "sequences per micro-batch (per step without --grad-accum)")->capture_default_str();
   app.add_option("--grad-accum", s.grad_accum,
@@ -197,12 +219,108 @@ inline void add_training_flags(CLI::App& app, FinetuneSettings& s) {
   app.add_option("--min-lr", s.min_lr, "learning rate at the end of the cosine decay")->capture_default_str();
   app.add_option("--weight-decay", s.weight_decay, "AdamW decoupled weight decay")->capture_default_str();
   app.add_option("--clip", s.clip, "global gradient-norm clipping (0: off)")->capture_default_str();
-  app.add_option("--seed", s.seed, "seed of adapter initialisation and data order")->capture_default_str();
+  app.add_option("--seed", s.seed, "seed of adapter initialisation and data order")
+      ->capture_default_str()
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            return v.find('-') != std::string::npos ? "--seed must be >= 0, got " + v : std::string();
+          },
+          "SEED >= 0"));
   app.add_option("--threads", s.threads, "threads (0: all cores or OMP_NUM_THREADS)")->capture_default_str();
+  app.add_option("--micro-batches", s.micro_batches,
+                 "cut each batch into N parts whose gradients are summed in order (data parallelism under "
+                 "mpirun; the same N gives the same bits on any number of ranks; 0: one per rank)")
+      ->capture_default_str();
   app.add_option("--eval-every", s.eval_every, "evaluate on --eval-data every N steps (0: only at the end)")
       ->capture_default_str();
   app.add_option("--eval-max", s.eval_max, "use at most N held-out items (0: all)")->capture_default_str();
   app.add_option("--max-items", s.max_items, "use at most N training items (0: all)")->capture_default_str();
+}
+
+/// What a run of `s` on a model of `c` is expected to need at its peak, by part.
+struct MemoryEstimate {
+  std::int64_t weights = 0;      // the FP32 base as loaded + the training model's copy
+  std::int64_t rope = 0;         // RoPE tables for the model's whole context
+  std::int64_t activations = 0;  // kept for backward: batch × seq-len tokens
+  std::int64_t total() const { return weights + rope + activations; }
+};
+
+namespace detail {
+inline std::int64_t saturating_mul(std::int64_t a, std::int64_t b) {
+  constexpr std::int64_t kMax = std::int64_t{1} << 62;
+  if (a <= 0 || b <= 0) return 0;
+  return a > kMax / b ? kMax : a * b;
+}
+inline std::int64_t saturating_add(std::int64_t a, std::int64_t b) {
+  constexpr std::int64_t kMax = std::int64_t{1} << 62;
+  return a > kMax - b ? kMax : a + b;
+}
+}  // namespace detail
+
+/// An upper-side estimate: per token and layer the block keeps about 12·dim + 4·hidden
+/// floats plus heads × seq-len attention probabilities; the classifier keeps logits and
+/// their gradient (2 · vocab floats per token). Integer runs keep less; this is the bound
+/// a run is refused by, so it errs high. Saturates instead of overflowing.
+inline MemoryEstimate estimate_training_memory(const gsq::LlamaConfig& c, std::int64_t batch, std::int64_t seq_len) {
+  using detail::saturating_add;
+  using detail::saturating_mul;
+  MemoryEstimate m;
+  const std::int64_t per_block = saturating_add(saturating_mul(4 * c.dim, c.dim), saturating_mul(3 * c.dim, c.hidden_dim));
+  const std::int64_t base =
+      saturating_add(saturating_mul(2 * c.vocab_size, c.dim), saturating_mul(c.n_layers, per_block));
+  m.weights = saturating_mul(saturating_mul(base, 4), 2);
+  m.rope = saturating_mul(saturating_mul(c.max_seq_len, c.head_size()), 4 * 2);
+  const std::int64_t per_layer =
+      saturating_add(saturating_add(12 * c.dim, 4 * c.hidden_dim), saturating_mul(c.n_heads, seq_len));
+  const std::int64_t per_token =
+      saturating_mul(saturating_add(saturating_mul(c.n_layers, per_layer), 2 * c.vocab_size + 4 * c.dim), 4);
+  m.activations = saturating_mul(saturating_mul(batch, seq_len), per_token);
+  return m;
+}
+
+/// Physical memory of this machine (0 when unknown).
+inline std::int64_t physical_memory_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<std::int64_t>(pages) * page : 0;
+}
+
+/// The checks that need the model: rank within every adapted projection, seq-len within
+/// the context, and the memory estimate (printed) within this machine's memory.
+inline MemoryEstimate check_against_model(const FinetuneSettings& s, const AdapterSpec& spec, const gsq::LlamaConfig& c,
+                                          bool print = true) {
+  const std::int64_t kv = c.n_kv_heads * c.head_size();
+  for (const std::string& t : spec.targets) {
+    const std::int64_t in = t == "down_proj" ? c.hidden_dim : c.dim;
+    const std::int64_t out = t == "gate_proj" || t == "up_proj"     ? c.hidden_dim
+                             : t == "k_proj" || t == "v_proj" ? kv
+                                                              : c.dim;
+    if (s.rank > std::min(in, out))
+      config_error("--rank " + std::to_string(s.rank) + " exceeds " + t + "'s smaller side (" + std::to_string(in) +
+                   " in, " + std::to_string(out) + " out): a rank-r update of that matrix needs r <= " +
+                   std::to_string(std::min(in, out)));
+  }
+  if (s.seq_len > c.max_seq_len)
+    config_error("--seq-len " + std::to_string(s.seq_len) + " exceeds the model's context of " +
+                 std::to_string(c.max_seq_len) + " (max_position_embeddings)");
+  const MemoryEstimate m = estimate_training_memory(c, s.batch, s.seq_len);
+  const std::int64_t have = physical_memory_bytes();
+  if (print)
+    std::printf("  memory estimate: %s (weights %s, RoPE tables %s, activations %s for %lld x %lld tokens)%s%s\n",
+                format_bytes(m.total()).c_str(), format_bytes(m.weights).c_str(), format_bytes(m.rope).c_str(),
+                format_bytes(m.activations).c_str(), static_cast<long long>(s.batch),
+                static_cast<long long>(s.seq_len), have > 0 ? "; this machine has " : "",
+                have > 0 ? format_bytes(have).c_str() : "");
+  if (have > 0 && m.total() > have) {
+    std::string why = "the run would need about " + format_bytes(m.total()) + " (weights " +
+                      format_bytes(m.weights) + ", RoPE tables " + format_bytes(m.rope) + " for max_position_embeddings " +
+                      std::to_string(c.max_seq_len) + ", activations " + format_bytes(m.activations) + " for --batch " +
+                      std::to_string(s.batch) + " x --seq-len " + std::to_string(s.seq_len) + "), more than this machine's " +
+                      format_bytes(have);
+    gsq::detail::throw_error(gsq::ErrorCode::kOutOfMemory,
+                             why + (m.rope > have / 2 ? "; the model's config declares an implausible context"
+                                                      : "; lower --batch or --seq-len"));
+  }
+  return m;
 }
 
 /// Sums of a run.
@@ -212,6 +330,7 @@ struct FinetuneResult {
   bool interrupted = false;
   double first_loss = 0.0;      // the first step this process ran
   double final_loss = 0.0;      // mean training loss over the last 10% of steps (>= 1)
+  double comm_seconds = 0.0;    // of `seconds`, waiting on the gradient reducer (MPI)
   std::optional<gsq::EvalResult> eval;       // the trained forward
   std::optional<gsq::EvalResult> eval_fp32;  // an FP32 forward of the same adapters
   double seconds = 0.0;         // training only (no evaluation)
@@ -235,6 +354,8 @@ struct RunHooks {
   std::function<void(gsq::Llama&)> after_build;
   /// A label printed before the progress line (sweeps).
   std::string label;
+  /// Data parallelism: where gradients meet (include/gsq/dist/); nullptr: one process.
+  gsq::GradientReducer* reducer = nullptr;
 };
 
 namespace detail {
@@ -283,6 +404,8 @@ inline FinetuneResult run_finetune(const FinetuneSettings& s, const BaseModel& b
   emplace_model(model, base, spec.options());
   if (hooks.after_build) hooks.after_build(*model);
   gsq::Trainer trainer(*model, tc);
+  trainer.set_reducer(hooks.reducer);
+  const int ranks = hooks.reducer != nullptr ? hooks.reducer->ranks() : 1;
   gsq::data::BatchSampler sampler(train.examples, s.batch, s.seq_len, s.seed);
   if (hooks.restore) hooks.restore(trainer, sampler);
 
@@ -301,6 +424,8 @@ inline FinetuneResult run_finetune(const FinetuneSettings& s, const BaseModel& b
                       {"train_examples", train.examples.size()},
                       {"eval_batches", eval.size()},
                       {"threads", gsq::num_threads()},
+                      {"ranks", ranks},
+                      {"micro_batches", tc.micro_batches},
                       {"isa", std::string(gsq::isa_name(gsq::selected_isa()))}});
   if (hooks.print && !hooks.label.empty()) std::printf("%s\n", hooks.label.c_str());
 
@@ -321,6 +446,7 @@ inline FinetuneResult run_finetune(const FinetuneSettings& s, const BaseModel& b
     for (const gsq::data::Batch& b : micro) views.push_back(gsq::batch_view(b));
     const gsq::TrainStep st = trainer.step(std::span<const gsq::BatchView>(views));
     r.seconds += st.seconds;
+    r.comm_seconds += st.comm_seconds;
     r.tokens += st.tokens;
     if (r.steps_done == 0 && st.step == r.first_step + 1) r.first_loss = st.loss;
     r.steps_done = st.step;
@@ -333,6 +459,7 @@ inline FinetuneResult run_finetune(const FinetuneSettings& s, const BaseModel& b
                         {"loss", st.loss},          {"lr", st.lr},
                         {"grad_norm", st.grad_norm}, {"tokens", st.tokens},
                         {"counted", st.counted},    {"seconds", st.seconds},
+                        {"comm_seconds", st.comm_seconds},
                         {"tokens_per_s", rate},     {"peak_bytes", gsq::memory_usage().total_peak - before.total_current}});
     if (hooks.print) progress.update(st.step, st.loss, st.lr, rate, eta);
     if (s.eval_every > 0 && !eval.empty() && st.step % s.eval_every == 0 && st.step < s.steps) {

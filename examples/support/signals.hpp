@@ -4,6 +4,8 @@
 // writes a checkpoint and exits, so no half-written file and no lost work remain. The
 // handler is installed with SA_RESETHAND, so a second Ctrl-C kills the process at once
 // (for a user who really means it). Only async-signal-safe work happens in the handler.
+// SIGXFSZ (a file-size limit, `ulimit -f`) is ignored so that hitting the limit fails the
+// write like a full disk does — an error the driver reports — instead of killing it.
 #pragma once
 
 #include <signal.h>
@@ -20,7 +22,7 @@ inline std::atomic<int>& stop_signal() noexcept {
 inline void on_stop_signal(int sig) { stop_signal().store(sig, std::memory_order_relaxed); }
 }  // namespace detail
 
-/// Installs the handlers for SIGINT and SIGTERM.
+/// Installs the handlers for SIGINT and SIGTERM (and ignores SIGXFSZ).
 inline void install_stop_handlers() {
   struct sigaction sa {};
   sa.sa_handler = detail::on_stop_signal;
@@ -28,6 +30,7 @@ inline void install_stop_handlers() {
   sa.sa_flags = SA_RESETHAND;
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  signal(SIGXFSZ, SIG_IGN);
 }
 
 /// The signal that asked to stop, or 0.

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <cstdint>
 #include <filesystem>
@@ -37,9 +38,12 @@ inline Tensor<float> random_matrix(std::int64_t rows, std::int64_t cols, std::ui
 }
 
 /// Runs `body` once per ISA this CPU supports, forcing it; reports the ones it skips.
+/// GSQ_TEST_ISA=<name> runs only that one (main.cpp exits 77 first if it is unsupported).
 template <class Body>
 void for_each_isa(Body&& body) {
+  const char* only = std::getenv("GSQ_TEST_ISA");
   for (Isa isa : kAllIsas) {
+    if (only != nullptr && *only != '\0' && isa_name(isa) != only) continue;
     if (!is_isa_supported(isa)) {
       MESSAGE("skipping ISA " << isa_name(isa) << ": not supported by this CPU or build");
       continue;

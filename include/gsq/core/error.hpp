@@ -37,6 +37,7 @@ enum class ErrorCode : int {
 
   kInvalidArgument = 401, // an option or argument value out of range
   kBadEnvironment = 402,  // an environment variable gsq reads holds a bad value
+  kOutOfMemory = 403,     // sizes (flags, a model's config) that need more memory than there is
 
   kUnsupportedIsa = 501,  // a forced SIMD path that this CPU or build cannot run
 };

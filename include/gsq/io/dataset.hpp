@@ -1,4 +1,4 @@
-// gsq/io/dataset.hpp — training examples from instruction JSON or plain text, and batches.
+// gsq/io/dataset.hpp — training examples from instruction JSON, JSON Lines or plain text, and batches.
 //
 // An Example is a token sequence plus, for every position t ≥ 1, whether predicting
 // ids[t] counts in the loss. Instruction data (Alpaca / LLM-Adapters JSON) counts only the
@@ -91,6 +91,66 @@ inline std::vector<InstructionItem> load_instruction_items(const std::filesystem
                      field("answer", false)});
   }
   return items;
+}
+
+/// The records of a JSON Lines file: one JSON object per line (blank lines skipped),
+/// either every one an instruction item {"instruction", "input"?, "output", "answer"?}
+/// (loss on the response) or every one a text record {"text"} (loss on every token).
+/// Mixing the two, or any line that is not such an object, is an IoError naming the line.
+struct JsonLines {
+  std::vector<InstructionItem> items;  // instruction records, in file order
+  std::vector<std::string> texts;      // text records, in file order
+  bool is_instruction() const noexcept { return !items.empty(); }
+};
+
+inline JsonLines parse_json_lines(const std::string& content, const std::string& file) {
+  JsonLines out;
+  std::size_t start = 0, line_no = 0;
+  while (start < content.size()) {
+    std::size_t end = content.find('\n', start);
+    if (end == std::string::npos) end = content.size();
+    const std::string line = content.substr(start, end - start);
+    const std::size_t offset = start;
+    start = end + 1;
+    ++line_no;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::string where = "line " + std::to_string(line_no) + ": ";
+    nlohmann::json o;
+    try {
+      o = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::parse_error& e) {
+      detail::throw_io_error(ErrorCode::kCorrupt, where + "not valid JSON: " + e.what(), file,
+                             static_cast<std::int64_t>(offset));
+    }
+    if (!o.is_object())
+      detail::throw_io_error(ErrorCode::kCorrupt, where + "expected a JSON object per line", file,
+                             static_cast<std::int64_t>(offset));
+    auto str = [&](const char* key, bool required) -> std::string {
+      if (o.contains(key) && o[key].is_string()) return o[key].get<std::string>();
+      if (required || o.contains(key))
+        detail::throw_io_error(ErrorCode::kCorrupt, where + "lacks string field '" + key + "'", file,
+                               static_cast<std::int64_t>(offset));
+      return {};
+    };
+    const bool instruction = o.contains("instruction") || o.contains("output");
+    if (instruction ? !out.texts.empty() : !out.items.empty())
+      detail::throw_io_error(ErrorCode::kCorrupt,
+                             where + "mixes instruction records and text records in one file", file,
+                             static_cast<std::int64_t>(offset));
+    if (instruction) {
+      out.items.push_back({str("instruction", true), str("input", false), str("output", true), str("answer", false)});
+    } else if (o.contains("text")) {
+      out.texts.push_back(str("text", true));
+    } else {
+      detail::throw_io_error(ErrorCode::kCorrupt,
+                             where + "expected an instruction record (\"instruction\", \"output\") or a "
+                                     "text record (\"text\")",
+                             file, static_cast<std::int64_t>(offset));
+    }
+  }
+  if (out.items.empty() && out.texts.empty())
+    detail::throw_io_error(ErrorCode::kCorrupt, "no JSON Lines records", file, -1);
+  return out;
 }
 
 /// Prompt + response tokens, loss on the response (and its EOS) only, cut to

@@ -30,6 +30,7 @@
 #include <cmath>
 #include <concepts>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <span>
 #include <string>
@@ -142,6 +143,11 @@ struct TrainerConfig {
   float eps = 1e-8f;
   double max_grad_norm = 1.0;      // global-norm clipping; <= 0 disables it
   bool trim_padding = true;        // cut batches after their last counted position
+  // Micro-batches per step (data parallelism, GradientReducer): the batch's rows are cut
+  // into this many contiguous parts, each part's gradient is computed on its own (every
+  // loss normalised by the whole batch's token count) and the parts are summed in index
+  // order. The same value gives the same bits on any number of processes; 1 is one pass.
+  std::int64_t micro_batches = 1;
 
   void validate() const {
     GSQ_CHECK(total_steps >= 1, ErrorCode::kInvalidArgument,
@@ -153,6 +159,8 @@ struct TrainerConfig {
               "TrainerConfig: lr must be finite and > 0, got " + std::to_string(lr));
     GSQ_CHECK(std::isfinite(max_grad_norm), ErrorCode::kInvalidArgument,
               "TrainerConfig: max_grad_norm must be finite");
+    GSQ_CHECK(micro_batches >= 1, ErrorCode::kInvalidArgument,
+              "TrainerConfig: micro_batches must be >= 1, got " + std::to_string(micro_batches));
     adamw().validate();
     (void)schedule();
   }
@@ -161,6 +169,29 @@ struct TrainerConfig {
   }
   optim::Schedule schedule() const {
     return optim::Schedule::warmup_cosine(lr, warmup_steps, total_steps, min_lr);
+  }
+};
+
+/// The seam of data-parallel training: compute gradients → reduce → apply the update.
+/// The trainer packs the gradients of the micro-batches this process owns into one flat
+/// buffer (per micro-batch: every trainable gradient, then its loss sum); `allgather`
+/// gives every process the concatenation of every process's buffer, rank 0's first —
+/// which is micro-batch order, because rank r owns micro-batches [r·M/R, (r+1)·M/R).
+/// The trainer then adds the parts in micro-batch index order itself, so the sum never
+/// depends on a library's reduction order or on the number of processes. Token counts
+/// need no exchange: every process holds the whole global batch (same seeded sampler)
+/// and normalises by its token count. The default is one process (a copy);
+/// include/gsq/dist/mpi_reducer.hpp is the MPI implementation.
+class GradientReducer {
+ public:
+  virtual ~GradientReducer() = default;
+  virtual int ranks() const noexcept { return 1; }
+  virtual int rank() const noexcept { return 0; }
+  /// `all` ← every rank's `local`, rank 0 first; rank r contributes counts[r] floats.
+  virtual void allgather(std::span<const float> local, std::span<const std::int64_t> counts,
+                         std::span<float> all) {
+    (void)counts;
+    std::copy(local.begin(), local.end(), all.begin());
   }
 };
 
@@ -173,6 +204,7 @@ struct TrainStep {
   double grad_norm = 0.0;       // global gradient norm before clipping
   float lr = 0.0f;              // learning rate used by this update
   double seconds = 0.0;         // wall time of the step
+  double comm_seconds = 0.0;    // of which waiting on the gradient reducer
 };
 
 /// The trainer's whole mutable state, as plain data (see the file comment).
@@ -246,44 +278,181 @@ class Trainer {
 
   /// One training step on `batch`; gradients are zero again afterwards.
   TrainStep step(const BatchView& batch) { return step(std::span<const BatchView>(&batch, 1)); }
+  template <TokenBatch B>
+  TrainStep step(const B& batch) {
+    return step(batch_view(batch));
+  }
 
-  /// One optimizer step over several micro-batches (gradient accumulation, --grad-accum):
-  /// each runs forward and backward in turn, gradients add up, and the loss is the sum
-  /// over all of them divided by the positions counted in all of them — the same loss
-  /// and gradient as one batch of all their rows, up to the float order of the sums
-  /// (the per-position losses are the same bits; the gradient adds micro-batch parts).
-  /// Then one clip and one AdamW update; memory is that of one micro-batch.
-  TrainStep step(std::span<const BatchView> micro) {
+  /// One optimizer step over several batches (gradient accumulation, --grad-accum), each
+  /// cut into TrainerConfig::micro_batches row slices. The loss is the sum over all
+  /// parts divided by the positions counted in all of them: the same loss and gradient
+  /// as one batch of all their rows, up to the float order of the sums. Then one clip
+  /// and one AdamW update; activation memory is that of one part.
+  ///
+  /// With more than one part, each part's gradient is computed from zero and the parts
+  /// are added in part order — the same additions whether the parts ran here or on
+  /// several ranks (GradientReducer), so the update has the same bits either way.
+  TrainStep step(std::span<const BatchView> batches) {
     ContextScope in_context(model_->context());
-    GSQ_CHECK(!micro.empty(), ErrorCode::kInvalidArgument, "Trainer::step: no batch");
+    GSQ_CHECK(!batches.empty(), ErrorCode::kInvalidArgument, "Trainer::step: no batch");
     const auto t0 = std::chrono::steady_clock::now();
-    std::vector<OwnedBatch> trimmed(micro.size());
-    std::vector<BatchView> views(micro.begin(), micro.end());
-    std::int64_t counted = 0;
-    for (std::size_t i = 0; i < micro.size(); ++i) {
-      micro[i].validate("Trainer::step");
-      if (config_.trim_padding) {
-        trimmed[i] = trim_batch(micro[i]);
-        views[i] = batch_view(trimmed[i]);
-      }
-      for (std::uint8_t m : views[i].mask) counted += m != 0 ? 1 : 0;
-    }
+    const std::int64_t m = config_.micro_batches;
+    std::vector<OwnedBatch> trimmed(batches.size());
+    std::vector<BatchView> parts;
     TrainStep s;
     s.lr = schedule_(steps_);
-    // The masked count of all micro-batches (1 when none counts, as a lone batch does).
-    const double normalizer = static_cast<double>(std::max<std::int64_t>(counted, 1));
-    double sum = 0.0;
-    for (const BatchView& b : views) {
+    for (std::size_t i = 0; i < batches.size(); ++i) {
+      batches[i].validate("Trainer::step");
+      BatchView b = batches[i];
+      if (config_.trim_padding) {
+        trimmed[i] = trim_batch(b);
+        b = batch_view(trimmed[i]);
+      }
+      GSQ_CHECK(b.rows >= m, ErrorCode::kInvalidArgument,
+                "Trainer::step: a batch of " + std::to_string(b.rows) + " rows cannot be cut into " +
+                    std::to_string(m) + " micro-batches (need batch >= micro-batches)");
       s.tokens += static_cast<std::int64_t>(b.inputs.size());
-      const CrossEntropyResult ce =
-          model_->loss_and_backward(b.inputs, b.targets, b.mask, b.rows, cache_, normalizer);
-      GSQ_CHECK(std::isfinite(ce.sum), ErrorCode::kNonFinite,
-                "Trainer::step: the loss at step " + std::to_string(steps_ + 1) +
-                    " is not finite (training diverged; lower --lr?)");
-      sum += ce.sum;
+      s.counted += b.counted();
+      for (std::int64_t j = 0; j < m; ++j) parts.push_back(row_slice(b, j * b.rows / m, (j + 1) * b.rows / m));
     }
-    s.loss = counted > 0 ? sum / static_cast<double>(counted) : 0.0;
-    s.counted = counted;
+    // The masked count of all parts (1 when none counts, as a lone batch does).
+    const double normalizer = static_cast<double>(std::max<std::int64_t>(s.counted, 1));
+    double loss_sum = 0.0;
+    if (parts.size() == 1 && reducer_ == nullptr) {
+      prepare_micro_batch(0, 1);
+      const BatchView& b = parts.front();
+      loss_sum = model_->loss_and_backward(b.inputs, b.targets, b.mask, b.rows, cache_, normalizer).sum;
+    } else {
+      loss_sum = reducer_ != nullptr ? run_parts_distributed(parts, normalizer, s) : run_parts_here(parts, normalizer);
+    }
+    s.loss = s.counted > 0 ? loss_sum / static_cast<double>(s.counted) : 0.0;
+    GSQ_CHECK(std::isfinite(s.loss), ErrorCode::kNonFinite,
+              "Trainer::step: the loss at step " + std::to_string(steps_ + 1) +
+                  " is not finite (training diverged; lower --lr?)");
+    return apply_update(s, t0);
+  }
+
+  /// Data parallelism: gradients go through `reducer` (not owned; nullptr: one process).
+  void set_reducer(GradientReducer* reducer) noexcept { reducer_ = reducer; }
+  GradientReducer* reducer() const noexcept { return reducer_; }
+
+ private:
+  static BatchView row_slice(const BatchView& b, std::int64_t r0, std::int64_t r1) {
+    const auto off = static_cast<std::size_t>(r0 * b.seq_len());
+    const auto n = static_cast<std::size_t>((r1 - r0) * b.seq_len());
+    return {b.inputs.subspan(off, n), b.targets.subspan(off, n), b.mask.subspan(off, n), r1 - r0};
+  }
+
+  /// Keys what a part's forward and backward may depend on besides the data to the step
+  /// and the part index, never to how many passes ran before: L4Q's warm-up position,
+  /// and the stochastic-rounding stream (step × parts + index).
+  void prepare_micro_batch(std::int64_t index, std::int64_t parts) {
+    const auto stream = static_cast<std::uint64_t>(steps_ * parts + index);
+    for (std::int64_t l = 0; l < model_->n_layers(); ++l)
+      for (std::string_view name : kLlamaProjections) {
+        Projection& p = model_->projection(l, name);
+        if (L4qLinear* q = p.get_if<L4qLinear>(); q != nullptr) {
+          q->restore_training_steps(steps_);
+          q->set_rounding_stream(stream);
+        } else if (LoraLinear* a = p.get_if<LoraLinear>(); a != nullptr) {
+          a->set_rounding_stream(stream);
+        }
+      }
+  }
+
+  /// Forward and backward of part `i` from zero gradients; returns its loss sum.
+  double run_part(std::span<const BatchView> parts, std::size_t i, double normalizer) {
+    const BatchView& b = parts[i];
+    prepare_micro_batch(static_cast<std::int64_t>(i), static_cast<std::int64_t>(parts.size()));
+    zero_grads(params_);
+    return model_->loss_and_backward(b.inputs, b.targets, b.mask, b.rows, cache_, normalizer).sum;
+  }
+
+  /// All parts in this process: a running sum in part order (one extra gradient copy).
+  double run_parts_here(std::span<const BatchView> parts, double normalizer) {
+    std::vector<float> total;
+    double loss_sum = 0.0;
+    for (std::size_t i = 0; i < parts.size(); ++i) {
+      loss_sum += run_part(parts, i, normalizer);
+      std::size_t at = 0;
+      if (i == 0) total.resize(static_cast<std::size_t>(gradient_count()));
+      for (const Parameter& p : params_) {
+        float* t = total.data() + at;
+        if (i == 0) {
+          std::copy(p.grad->begin(), p.grad->end(), t);
+        } else {
+          const float* g = p.grad->data();
+          for (std::int64_t k = 0; k < p.grad->numel(); ++k) t[k] += g[k];
+        }
+        at += static_cast<std::size_t>(p.grad->numel());
+      }
+    }
+    std::size_t at = 0;
+    for (const Parameter& p : params_) {
+      std::copy_n(total.data() + at, p.grad->numel(), p.grad->data());
+      at += static_cast<std::size_t>(p.grad->numel());
+    }
+    return loss_sum;
+  }
+
+  /// Rank r runs parts [first(r), first(r+1)); every rank gathers all parts' gradients
+  /// and loss sums (one flat buffer per part: gradients, then the loss as a double in
+  /// two floats) and adds them in part order.
+  double run_parts_distributed(std::span<const BatchView> parts, double normalizer, TrainStep& s) {
+    const auto m = static_cast<std::int64_t>(parts.size());
+    const int ranks = reducer_->ranks();
+    const int me = reducer_->rank();
+    GSQ_CHECK(m >= ranks, ErrorCode::kInvalidArgument,
+              "Trainer::step: " + std::to_string(m) + " micro-batches for " + std::to_string(ranks) +
+                  " ranks (every rank needs at least one)");
+    const std::int64_t grads = gradient_count();
+    const std::int64_t stride = grads + 2;
+    auto first_of = [&](int r) { return static_cast<std::int64_t>(r) * m / ranks; };
+    const std::int64_t first = first_of(me), last = first_of(me + 1);
+    std::vector<float> local(static_cast<std::size_t>((last - first) * stride));
+    for (std::int64_t i = first; i < last; ++i) {
+      const double sum = run_part(parts, static_cast<std::size_t>(i), normalizer);
+      float* out = local.data() + (i - first) * stride;
+      for (const Parameter& p : params_) out = std::copy(p.grad->begin(), p.grad->end(), out);
+      std::memcpy(out, &sum, sizeof(double));
+    }
+    std::vector<float> all(static_cast<std::size_t>(m * stride));
+    std::vector<std::int64_t> counts(static_cast<std::size_t>(ranks));
+    for (int r = 0; r < ranks; ++r) counts[static_cast<std::size_t>(r)] = (first_of(r + 1) - first_of(r)) * stride;
+    const auto c0 = std::chrono::steady_clock::now();
+    reducer_->allgather(local, counts, all);
+    s.comm_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - c0).count();
+    std::int64_t at = 0;
+    for (const Parameter& p : params_) {
+      float* g = p.grad->data();
+      const std::int64_t n = p.grad->numel();
+      for (std::int64_t i = 0; i < m; ++i) {
+        const float* part = all.data() + i * stride + at;
+        if (i == 0) {
+          std::copy(part, part + n, g);
+        } else {
+          for (std::int64_t k = 0; k < n; ++k) g[k] += part[k];
+        }
+      }
+      at += n;
+    }
+    double loss_sum = 0.0;
+    for (std::int64_t i = 0; i < m; ++i) {
+      double part = 0.0;
+      std::memcpy(&part, all.data() + i * stride + grads, sizeof(double));
+      loss_sum += part;
+    }
+    return loss_sum;
+  }
+
+  std::int64_t gradient_count() const {
+    std::int64_t n = 0;
+    for (const Parameter& p : params_) n += p.grad->numel();
+    return n;
+  }
+
+  /// Clipping and the optimizer on the gradients in params_; counts the step.
+  TrainStep apply_update(TrainStep s, std::chrono::steady_clock::time_point t0) {
     s.grad_norm = config_.max_grad_norm > 0.0 ? optim::clip_grad_norm(params_, config_.max_grad_norm)
                                               : optim::global_grad_norm(params_);
     decayed_opt_->set_lr(s.lr);
@@ -295,11 +464,8 @@ class Trainer {
     s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return s;
   }
-  template <TokenBatch B>
-  TrainStep step(const B& batch) {
-    return step(batch_view(batch));
-  }
 
+ public:
   std::int64_t steps_done() const noexcept { return steps_; }
   const TrainerConfig& config() const noexcept { return config_; }
   const optim::Schedule& schedule() const noexcept { return schedule_; }
@@ -358,6 +524,7 @@ class Trainer {
   std::unique_ptr<optim::AdamW> decayed_opt_, exempt_opt_;
   Llama::Cache cache_;
   std::int64_t steps_ = 0;
+  GradientReducer* reducer_ = nullptr;
 };
 
 GSQ_NAMESPACE_END

@@ -183,6 +183,11 @@ class L4qLinear {
   /// Forward without keeping anything for backward and without counting a step.
   void forward(MatrixView<const float> x, MatrixView<float> y) { run_forward(x, y, nullptr); }
 
+  /// Keys the stochastic rounding of the next backward: stream `n` (by default the
+  /// number of earlier backward calls). The trainer sets it per micro-batch (step × M +
+  /// index) so data-parallel processes and resumed runs round exactly as one process.
+  void set_rounding_stream(std::uint64_t n) noexcept { backward_calls_ = n; }
+
   /// dX (+)= dY·W_q into dx (empty dx skips it); accumulates dA, dB and, past the
   /// warm-up, ds and db. Recomputes W and W_q from W0, A, B, s, b.
   void backward(MatrixView<const float> dy, Cache& cache, MatrixView<float> dx,

@@ -163,6 +163,11 @@ class LoraLinear {
     gemm::gemm_nt(cache.h_q, gemm::BOperand::gse(b_q_), y, {scale(), true});
   }
 
+  /// Keys the stochastic rounding of the next backward: stream `n` (by default the
+  /// number of earlier backward calls). The trainer sets it per micro-batch (step × M +
+  /// index) so data-parallel processes and resumed runs round exactly as one process.
+  void set_rounding_stream(std::uint64_t n) noexcept { backward_calls_ = n; }
+
   /// Backward for dy [tokens, out]: dx (+)= ∂L/∂X into dx [tokens, in] (an empty dx
   /// skips it), and accumulates the gradients of A and B.
   void backward(MatrixView<const float> dy, Cache& cache, MatrixView<float> dx,

@@ -1,0 +1,51 @@
+# Data parallel over MPI (issue 16): with the same --micro-batches, `mpirun -np 2`,
+# `mpirun -np 1` and a run without MPI write byte-identical adapters — LoRA and L4Q,
+# nearest and stochastic gradient rounding — and rank 0's log states the rank count.
+#   -DFINETUNE= -DMPIEXEC= -DDATA_DIR= -DWORK=
+include(${CMAKE_CURRENT_LIST_DIR}/common.cmake)
+gsq_require_data(models/stories260K/stories260K.bin)
+file(REMOVE_RECURSE "${WORK}")
+set(mpirun ${MPIEXEC} --allow-run-as-root --oversubscribe)
+foreach(config "lora|nearest" "lora|stochastic" "l4q|nearest" "l4q|stochastic")
+  string(REPLACE "|" ";" config "${config}")
+  list(GET config 0 method)
+  list(GET config 1 rounding)
+  set(name ${method}_${rounding})
+  set(args ${FINETUNE} --model ${DATA_DIR}/models/stories260K/stories260K.bin
+      --data ${DATA_DIR}/alpaca/alpaca_train.json --max-items 40 --steps 2 --batch 4 --seq-len 128
+      --precision w8a8g8 --method ${method} --grad-rounding ${rounding} --micro-batches 2 --threads 1
+      --no-fp32-eval)
+  set(hashes "")
+  foreach(how none np1 np2)
+    if(how STREQUAL "none")
+      gsq_run(RUN ${args} --out ${WORK}/${name}_${how})
+    elseif(how STREQUAL "np1")
+      gsq_run(RUN ${mpirun} -np 1 ${args} --out ${WORK}/${name}_${how})
+    else()
+      gsq_run(RUN ${mpirun} -np 2 ${args} --out ${WORK}/${name}_${how})
+    endif()
+    if(NOT RUN_RC EQUAL 0)
+      gsq_fail("${name} ${how} failed")
+    endif()
+    file(SHA256 "${WORK}/${name}_${how}/adapter/adapter_model.safetensors" h)
+    list(APPEND hashes ${h})
+    message(STATUS "${name} ${how}: ${h}")
+  endforeach()
+  list(REMOVE_DUPLICATES hashes)
+  list(LENGTH hashes distinct)
+  if(NOT distinct EQUAL 1)
+    gsq_fail("${name}: the adapters of no MPI, -np 1 and -np 2 differ")
+  endif()
+endforeach()
+gsq_read_json(summary "${WORK}/lora_nearest_np2/summary.json")
+string(JSON ranks GET "${summary}" ranks)
+if(NOT ranks EQUAL 2 OR NOT RUN_OUT MATCHES "2 ranks")
+  gsq_fail("the -np 2 run does not state 2 ranks")
+endif()
+
+# A rank that fails stops the job with its message: rank 0 refuses an --out holding a run.
+gsq_run(RUN ${mpirun} -np 2 ${args} --out ${WORK}/lora_nearest_np2)
+if(RUN_RC EQUAL 0 OR NOT RUN_ERR MATCHES "already holds a run.*rank 0: gsq-finetune failed")
+  gsq_fail("a failing rank did not stop the job with its message")
+endif()
+message(STATUS "no MPI == -np 1 == -np 2 for LoRA and L4Q, nearest and stochastic")
