@@ -31,6 +31,7 @@ inline std::filesystem::path find_tokenizer(const std::filesystem::path& model) 
   namespace fs = std::filesystem;
   std::error_code ec;
   if (fs::is_directory(model, ec)) return model;  // load_tokenizer looks inside
+  if (model.extension() == ".gguf") return model;  // GGUF models carry their vocabulary
   const fs::path dir = model.has_parent_path() ? model.parent_path() : fs::path(".");
   for (const char* name : {"tokenizer.bin", "tokenizer.json"})
     if (fs::is_regular_file(dir / name, ec)) return dir / name;
