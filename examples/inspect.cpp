@@ -4,12 +4,14 @@
 //
 // FILE may be a llama2.c checkpoint (.bin), a Hugging Face model directory (or its
 // config.json / model.safetensors), any safetensors file (adapters, checkpoints), a
-// llama2.c tokenizer (tok*.bin) or a tokenizer.json. The format is decided from the
+// llama2.c tokenizer (tok*.bin), a tokenizer.json or a GGUF file (metadata and tensors with
+// their ggml types). The format is decided from the
 // content, not the name. It prints the format, the config, and every tensor with dtype,
 // shape, bytes and offset, reading headers only (no tensor data), so it is quick on large
 // files. A file that does not parse exits with status 1 and gsq's error message (file and
 // byte offset); bad flags exit with status 2.
 #include <CLI/CLI.hpp>
+#include <gsq/io/gguf_llama.hpp>
 #include <gsq/io/io.hpp>
 
 #include <algorithm>
@@ -200,6 +202,20 @@ void inspect_tokenizer(const gsq::Tokenizer& tok, const Options& opt) {
   }
 }
 
+void inspect_gguf(gsq::GgufFile g, const Options& opt) {
+  std::printf("format:     GGUF v%u, alignment %u, %zu metadata keys, data at %lld\n", g.version(), g.alignment(),
+              g.metadata().size(), static_cast<long long>(g.data_offset()));
+  for (const auto& [k, v] : g.metadata())
+    std::printf("metadata:   %s = %s\n", printable(k).c_str(), printable(v.to_string()).c_str());
+  const gsq::GgufValue* arch = g.find("general.architecture");
+  const gsq::GgufValue* type = g.find("general.type");
+  if (arch != nullptr && arch->s == "llama" && (type == nullptr || type->s == "model")) print_config(gsq::gguf_llama_config(g));
+  std::vector<Row> rows;
+  for (const gsq::GgufTensorInfo& t : g.tensors())
+    rows.push_back({t.name, gsq::ggml_type_name(t.type), gsq::shape_to_string(t.shape()), t.bytes, t.data_begin});
+  print_rows(rows, opt);
+}
+
 bool looks_like_safetensors(const gsq::MappedFile& f) {
   if (f.size() < 9) return false;
   std::uint64_t n = 0;
@@ -215,6 +231,7 @@ void inspect(const Options& opt) {
     return inspect_tokenizer(*gsq::load_tokenizer(path), opt);
   }
   const gsq::MappedFile file = gsq::MappedFile::open(path);
+  if (gsq::is_gguf(file)) return inspect_gguf(gsq::GgufFile::open(path), opt);
   if (looks_like_safetensors(file)) {
     const gsq::SafetensorsFile st = gsq::SafetensorsFile::parse(gsq::MappedFile::open(path));
     const fs::path dir = path.parent_path().empty() ? fs::path(".") : path.parent_path();

@@ -7,7 +7,7 @@
 # targets one after another and prints executions and executions per second for each.
 # Exits non-zero if any target crashed, leaked, timed out, ran out of memory or failed
 # to build. Crash inputs are kept in <build>/fuzz-artifacts/<target>/; the corpus grows in
-# <build>/fuzz-corpus/<target>/ across runs. Total time ≈ build + 5 × SECONDS.
+# <build>/fuzz-corpus/<target>/ across runs. Total time ≈ build + 6 × SECONDS.
 set -euo pipefail
 
 seconds="${1:-60}"
@@ -18,7 +18,7 @@ fi
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${GSQ_FUZZ_BUILD_DIR:-$root/build-fuzz}"
 data="${GSQ_DATA_DIR:-$root/../shared/data}"
-targets=(safetensors llama2c hf_config llama2c_tokenizer hf_tokenizer)
+targets=(safetensors llama2c hf_config llama2c_tokenizer hf_tokenizer gguf)
 
 echo "== fuzz: building in $build =="
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \

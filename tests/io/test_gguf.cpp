@@ -14,6 +14,7 @@
 
 #include "gsq/core/error.hpp"
 #include "gsq/core/rng.hpp"
+#include "gsq/io/export.hpp"
 #include "gsq/io/gguf.hpp"
 #include "gsq/io/gguf_export.hpp"
 #include "gsq/io/gguf_llama.hpp"
@@ -463,6 +464,48 @@ TEST_SUITE("io") {
         gsq::write_gguf_llama(dir / "l4q.gguf", w, toy_vocab(c.vocab_size), {.type = gsq::GgmlType::kF32}, &l4q);
     REQUIRE(r.notes.size() == 1);
     CHECK(r.l4q_max_abs_diff > 0.0);
+  }
+
+  TEST_CASE("gguf: round_to_fp16_grid is the FP16 rounding, and L4Q on the grid exports exactly") {
+    gsq::CounterRng rng(3, 0);
+    for (int i = 0; i < 20000; ++i) {
+      const float x = std::ldexp(rng.next_normal(), static_cast<int>(rng.next_uniform() * 40.0f) - 30);
+      REQUIRE(gsq::round_to_fp16_grid(x) == gsq::f16_to_float(gsq::float_to_f16(x)));
+    }
+    gsq::LlamaConfig c = gsq::test::tiny_llama_config();
+    c.dim = 64;
+    c.hidden_dim = 96;
+    c.rope_style = gsq::RopeStyle::kHalf;
+    gsq::LlamaOptions o;
+    o.adapter = gsq::ProjectionKind::kL4q;
+    o.l4q.rank = 4;
+    o.l4q.quant_group = 32;
+    o.l4q.fp16_grid = true;
+    gsq::Llama model(c, gsq::random_llama_weights(c, 8), o);
+    for (int step = 0; step < 2; ++step) {  // parameters move as an optimizer would move them
+      std::uint64_t stream = 0;
+      for (const gsq::Parameter& p : model.parameters()) {
+        gsq::CounterRng r(40 + static_cast<std::uint64_t>(step), stream++);
+        for (float& v : *p.value) v += 0.001f * r.next_normal();
+      }
+      (void)model.forward(kIds, 2);
+    }
+    const gsq::L4qQuantizedModel q = gsq::l4q_quantized_model(model);
+    for (const auto& [name, m] : q.quantized)
+      for (std::int64_t g = 0; g < m.rows() * m.groups_per_row(); ++g) {
+        REQUIRE(gsq::representable_in_f16(m.step_row(0)[g]));
+        REQUIRE(gsq::representable_in_f16(m.offset_row(0)[g] - 8.0f * m.step_row(0)[g]));
+      }
+    gsq::test::TempDir dir;
+    const gsq::LlamaWeights w = q.dequantized();
+    const gsq::GgufExportReport r = gsq::write_gguf_llama(dir / "l4q.gguf", w, toy_vocab(c.vocab_size), {}, &q.quantized);
+    CHECK(r.l4q_tensors == 7 * c.n_layers);
+    CHECK(r.notes.empty());
+    CHECK(r.l4q_max_abs_diff == 0.0);
+    gsq::LlamaTensors t;
+    for (const auto& [name, x] : gsq::read_gguf_llama(dir / "l4q.gguf").tensors) t.emplace(name, x.clone());
+    gsq::Llama reloaded(gsq::read_gguf_llama(dir / "l4q.gguf").config, std::move(t), {});
+    CHECK(max_abs_diff(reloaded.forward(kIds, 2), model.forward(kIds, 2)) < 1e-4);
   }
 
   TEST_CASE("gguf: other architectures and GPT-2 vocabularies are refused by name") {
