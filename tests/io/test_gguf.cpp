@@ -540,7 +540,8 @@ TEST_SUITE("io") {
     const gsq::LlamaWeights back = gsq::load_llama(dir / "s.gguf");
     REQUIRE(back.tensors.size() == w.tensors.size());
     for (const auto& [name, t] : w.tensors) {
-      CAPTURE(name);
+      const std::string& tensor = name;  // clang 14 cannot capture a structured binding
+      CAPTURE(tensor);
       CHECK(gsq::test::bitwise_equal(back.at(name).data(), t.data(), t.numel()));
     }
     const auto tok2 = gsq::load_tokenizer(dir / "s.gguf");
