@@ -4,16 +4,18 @@
 //
 // FILE may be a llama2.c checkpoint (.bin), a Hugging Face model directory (or its
 // config.json / model.safetensors; sharded ones too), any safetensors file (adapters, checkpoints), a
-// llama2.c tokenizer (tok*.bin) or a tokenizer.json. The format is decided from the
-// content, not the name (a .safetensors name is trusted: a broken one is reported by the
-// safetensors parser). PEFT adapter directories and checkpoint directories (the root with
-// its step-N directories, or one step) are recognised too. It prints the format, the
-// config, and every tensor with dtype, shape, bytes and offset, reading headers only (no
-// tensor data), so it is quick on large files. A file that does not parse exits with status 1 and gsq's error message (file and
+// llama2.c tokenizer (tok*.bin), a tokenizer.json or a GGUF file (metadata and tensors with
+// their ggml types). The format is decided from the content, not the name (a .safetensors
+// name is trusted: a broken one is reported by the safetensors parser). PEFT adapter
+// directories and checkpoint directories (the root with its step-N directories, or one
+// step) are recognised too. It prints the format, the config, and every tensor with dtype,
+// shape, bytes and offset, reading headers only (no tensor data), so it is quick on large
+// files. A file that does not parse exits with status 1 and gsq's error message (file and
 // byte offset); bad flags exit with status 2.
 #include <CLI/CLI.hpp>
 #include <gsq/io/adapter.hpp>
 #include <gsq/io/checkpoint.hpp>
+#include <gsq/io/gguf_llama.hpp>
 #include <gsq/io/io.hpp>
 
 #include <algorithm>
@@ -214,6 +216,20 @@ void inspect_tokenizer(const gsq::Tokenizer& tok, const Options& opt) {
   }
 }
 
+void inspect_gguf(gsq::GgufFile g, const Options& opt) {
+  std::printf("format:     GGUF v%u, alignment %u, %zu metadata keys, data at %lld\n", g.version(), g.alignment(),
+              g.metadata().size(), static_cast<long long>(g.data_offset()));
+  for (const auto& [k, v] : g.metadata())
+    std::printf("metadata:   %s = %s\n", printable(k).c_str(), printable(v.to_string()).c_str());
+  const gsq::GgufValue* arch = g.find("general.architecture");
+  const gsq::GgufValue* type = g.find("general.type");
+  if (arch != nullptr && arch->s == "llama" && (type == nullptr || type->s == "model")) print_config(gsq::gguf_llama_config(g));
+  std::vector<Row> rows;
+  for (const gsq::GgufTensorInfo& t : g.tensors())
+    rows.push_back({t.name, gsq::ggml_type_name(t.type), gsq::shape_to_string(t.shape()), t.bytes, t.data_begin});
+  print_rows(rows, opt);
+}
+
 /// A safetensors file: named so, or an 8-byte length followed by a JSON header. The
 /// length is not trusted here — a broken one is the safetensors parser's to report,
 /// not a reason to blame the llama2.c parser.
@@ -290,6 +306,7 @@ void inspect(const Options& opt) {
   if (path.filename() == gsq::kSafetensorsIndexName)
     return inspect_hf_directory(path.parent_path().empty() ? fs::path(".") : path.parent_path(), opt);
   const gsq::MappedFile file = gsq::MappedFile::open(path);
+  if (gsq::is_gguf(file)) return inspect_gguf(gsq::GgufFile::open(path), opt);
   if (looks_like_safetensors(file, path)) {
     const gsq::SafetensorsFile st = gsq::SafetensorsFile::parse(gsq::MappedFile::open(path));
     const fs::path dir = path.parent_path().empty() ? fs::path(".") : path.parent_path();

@@ -18,6 +18,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 namespace gsq::fuzz {
@@ -135,6 +136,112 @@ inline std::optional<std::vector<std::uint8_t>> reduced_tokenizer_json(const std
   return std::vector<std::uint8_t>(out.begin(), out.end());
 }
 
+/// A GGUF v3 file built byte by byte: metadata (key, value type, encoded value), then
+/// tensors (name, ne innermost first, ggml type, data bytes) laid out at alignment 32.
+struct GgufSeedTensor {
+  std::string name;
+  std::vector<std::uint64_t> ne;
+  std::uint32_t type;
+  std::size_t bytes;
+};
+inline std::vector<std::uint8_t> gguf_string(std::string_view s) {
+  std::vector<std::uint8_t> out;
+  put(out, static_cast<std::uint64_t>(s.size()));
+  out.insert(out.end(), s.begin(), s.end());
+  return out;
+}
+inline std::vector<std::uint8_t> gguf_file(const std::vector<std::tuple<std::string, std::uint32_t, std::vector<std::uint8_t>>>& kvs,
+                                           const std::vector<GgufSeedTensor>& tensors) {
+  std::vector<std::uint8_t> out = text("GGUF");
+  put(out, std::uint32_t{3});
+  put(out, static_cast<std::uint64_t>(tensors.size()));
+  put(out, static_cast<std::uint64_t>(kvs.size()));
+  for (const auto& [key, type, value] : kvs) {
+    const auto k = gguf_string(key);
+    out.insert(out.end(), k.begin(), k.end());
+    put(out, type);
+    out.insert(out.end(), value.begin(), value.end());
+  }
+  std::uint64_t offset = 0;
+  for (const GgufSeedTensor& t : tensors) {
+    const auto n = gguf_string(t.name);
+    out.insert(out.end(), n.begin(), n.end());
+    put(out, static_cast<std::uint32_t>(t.ne.size()));
+    for (std::uint64_t d : t.ne) put(out, d);
+    put(out, t.type);
+    put(out, offset);
+    offset += (t.bytes + 31) / 32 * 32;
+  }
+  while (out.size() % 32 != 0) out.push_back(0);
+  for (const GgufSeedTensor& t : tensors)
+    for (std::size_t i = 0; i < (t.bytes + 31) / 32 * 32; ++i)
+      out.push_back(i < t.bytes ? static_cast<std::uint8_t>(i % 2 == 1 ? 0x3C : i * 7) : 0);  // F16 ≈ 1
+  return out;
+}
+template <class T>
+std::vector<std::uint8_t> gguf_scalar(T v) {
+  std::vector<std::uint8_t> out;
+  put(out, v);
+  return out;
+}
+
+/// A complete tiny llama GGUF (dim 8, hidden 12, 1 layer, 2 heads, 1 kv head, vocab 6).
+inline std::vector<std::uint8_t> gguf_llama() {
+  std::vector<std::uint8_t> tokens;
+  put(tokens, std::uint32_t{8});
+  put(tokens, std::uint64_t{6});
+  for (const char* t : {"<unk>", "<s>", "</s>", "\xE2\x96\x81" "a", "b", "\xE2\x96\x81" "ab"}) {
+    const auto s = gguf_string(t);
+    tokens.insert(tokens.end(), s.begin(), s.end());
+  }
+  std::vector<std::uint8_t> scores, types;
+  put(scores, std::uint32_t{6});
+  put(scores, std::uint64_t{6});
+  put(types, std::uint32_t{5});
+  put(types, std::uint64_t{6});
+  for (int i = 0; i < 6; ++i) {
+    put(scores, -static_cast<float>(i));
+    put(types, static_cast<std::int32_t>(i == 0 ? 2 : i < 3 ? 3 : 1));
+  }
+  const std::vector<std::tuple<std::string, std::uint32_t, std::vector<std::uint8_t>>> kvs = {
+      {"general.architecture", 8, gguf_string("llama")},
+      {"llama.context_length", 4, gguf_scalar(std::uint32_t{4})},
+      {"llama.embedding_length", 4, gguf_scalar(std::uint32_t{8})},
+      {"llama.block_count", 4, gguf_scalar(std::uint32_t{1})},
+      {"llama.feed_forward_length", 4, gguf_scalar(std::uint32_t{12})},
+      {"llama.attention.head_count", 4, gguf_scalar(std::uint32_t{2})},
+      {"llama.attention.head_count_kv", 4, gguf_scalar(std::uint32_t{1})},
+      {"llama.attention.layer_norm_rms_epsilon", 6, gguf_scalar(1e-5f)},
+      {"llama.rope.freq_base", 6, gguf_scalar(10000.0f)},
+      {"tokenizer.ggml.model", 8, gguf_string("llama")},
+      {"tokenizer.ggml.tokens", 9, tokens},
+      {"tokenizer.ggml.scores", 9, scores},
+      {"tokenizer.ggml.token_type", 9, types},
+      {"tokenizer.ggml.bos_token_id", 4, gguf_scalar(std::uint32_t{1})},
+      {"tokenizer.ggml.eos_token_id", 4, gguf_scalar(std::uint32_t{2})},
+  };
+  return gguf_file(kvs, {{"token_embd.weight", {8, 6}, 1, 96},   {"blk.0.attn_norm.weight", {8}, 0, 32},
+                         {"blk.0.attn_q.weight", {8, 8}, 1, 128}, {"blk.0.attn_k.weight", {8, 4}, 1, 64},
+                         {"blk.0.attn_v.weight", {8, 4}, 1, 64},  {"blk.0.attn_output.weight", {8, 8}, 1, 128},
+                         {"blk.0.ffn_norm.weight", {8}, 0, 32},   {"blk.0.ffn_gate.weight", {8, 12}, 1, 192},
+                         {"blk.0.ffn_up.weight", {8, 12}, 1, 192}, {"blk.0.ffn_down.weight", {12, 8}, 1, 192},
+                         {"output_norm.weight", {8}, 0, 32}});
+}
+
+/// One tensor of each quantized type gsq decodes, plus a K-quant one and nested arrays.
+inline std::vector<std::uint8_t> gguf_types() {
+  std::vector<std::uint8_t> nested;
+  put(nested, std::uint32_t{9});  // array of arrays
+  put(nested, std::uint64_t{1});
+  put(nested, std::uint32_t{0});  // of u8
+  put(nested, std::uint64_t{2});
+  nested.push_back(7);
+  nested.push_back(9);
+  return gguf_file({{"general.alignment", 4, gguf_scalar(std::uint32_t{32})}, {"n", 9, nested}, {"b", 7, {1}}},
+                   {{"q8", {32}, 8, 34}, {"q40", {32, 1}, 2, 18}, {"q41", {32}, 3, 20}, {"bf", {3}, 30, 6},
+                    {"q4k", {256}, 12, 144}});
+}
+
 }  // namespace seeds_detail
 
 /// The seeds of target `name` (see fuzz_targets.hpp); `data_dir` adds cut-down real files.
@@ -178,6 +285,9 @@ inline std::vector<Seed> make_seeds(std::string_view name, const std::optional<s
       }
       seeds.push_back({"tok512_prefix", std::vector<std::uint8_t>(real->begin(), real->begin() + static_cast<std::ptrdiff_t>(end))});
     }
+  } else if (name == "gguf") {
+    seeds.push_back({"tiny_llama", sd::gguf_llama()});
+    seeds.push_back({"tensor_types", sd::gguf_types()});
   } else if (name == "hf_tokenizer") {
     seeds.push_back({"tiny", sd::text(sd::kTokenizerJson)});
     if (const auto real = sd::read_file(data_dir, "models/tinystories-656K/tokenizer.json"))

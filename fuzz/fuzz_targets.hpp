@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "gsq/io/gguf_llama.hpp"
 #include "gsq/io/io.hpp"
 
 namespace gsq::fuzz {
@@ -128,6 +129,35 @@ inline Outcome fuzz_hf_tokenizer(std::span<const std::uint8_t> bytes) {
   }
 }
 
+/// GGUF: parse, decode every tensor gsq decodes (<= 1M elements; others must be refused
+/// with gsq::Error), then try it as a llama model and its tokenizer.
+inline Outcome fuzz_gguf(std::span<const std::uint8_t> bytes) {
+  try {
+    const GgufFile g = GgufFile::parse(detail::bytes_file(bytes, "fuzz.gguf"));
+    for (const GgufTensorInfo& t : g.tensors()) {
+      detail::require(t.data_begin >= g.data_offset() && t.data_begin + t.bytes <= g.file_size(), "tensor outside the file");
+      if (t.numel() > (1 << 20)) continue;
+      try {
+        (void)g.to_float(t);
+      } catch (const IoError& e) {
+        detail::require(e.code() == ErrorCode::kUnsupported, "a parsed tensor failed to decode");
+      }
+    }
+    try {
+      (void)read_gguf_llama(g);
+    } catch (const Error&) {
+    }
+    try {
+      const auto tok = gguf_tokenizer(g);
+      detail::exercise_tokenizer(*tok, bytes);
+    } catch (const Error&) {
+    }
+    return Outcome::kAccepted;
+  } catch (const Error&) {
+    return Outcome::kRejected;
+  }
+}
+
 struct Target {
   std::string_view name;
   Outcome (*run)(std::span<const std::uint8_t>);
@@ -139,6 +169,7 @@ inline constexpr Target kTargets[] = {
     {"hf_config", fuzz_hf_config},
     {"llama2c_tokenizer", fuzz_llama2c_tokenizer},
     {"hf_tokenizer", fuzz_hf_tokenizer},
+    {"gguf", fuzz_gguf},
 };
 
 inline const Target* find_target(std::string_view name) {

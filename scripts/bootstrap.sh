@@ -13,6 +13,7 @@ packages=(
   ocl-icd-opencl-dev                                   # Debian's dnnl-config.cmake requires OpenCL
   gnuplot-nox                                          # gsq-sweep's PNG (it writes SVG without it)
   openmpi-bin libopenmpi-dev                           # data-parallel fine-tuning (GSQ_WITH_MPI)
+  nodejs npm                                           # the llama.cpp interop test (node-llama-cpp)
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -24,6 +25,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# llama.cpp for the interop test: node-llama-cpp's prebuilt binaries, installed once into a
+# cache outside the tree (tests/interop/CMakeLists.txt: GSQ_NODE_LLAMA_DIR); quiet, and a
+# failure only means the interop test reports a skip.
+node_llama_dir="${GSQ_NODE_LLAMA_DIR:-$HOME/.cache/gsq/node-llama-cpp}"
+if [ ! -d "$node_llama_dir/node_modules/node-llama-cpp" ]; then
+  mkdir -p "$node_llama_dir"
+  npm install --prefix "$node_llama_dir" --no-audit --no-fund --loglevel=error node-llama-cpp@3 >/dev/null ||
+    echo "bootstrap: npm install node-llama-cpp@3 failed; the interop test will be skipped"
 fi
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release "$@"

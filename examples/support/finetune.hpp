@@ -56,6 +56,7 @@ struct FinetuneSettings {
   int quant_bits = 4;
   int quant_group = 128;
   std::int64_t l4q_warmup = 0;
+  bool l4q_fp16_grid = false;
   std::string attention_precision = "fp32";
   bool int_classifier = false;
   std::string grad_rounding = "nearest";
@@ -97,6 +98,7 @@ struct FinetuneSettings {
     a.quant_bits = quant_bits;
     a.quant_group = quant_group;
     a.l4q_warmup = l4q_warmup;
+    a.l4q_fp16_grid = l4q_fp16_grid;
     a.seed = seed;
     a.attention_bits = parse_attention_precision(attention_precision, group);
     a.integer_classifier = int_classifier;
@@ -188,6 +190,8 @@ inline void add_adapter_flags(CLI::App& app, FinetuneSettings& s, bool with_prec
       ->capture_default_str();
   app.add_option("--quant-bits", s.quant_bits, "L4Q: bits of the quantized merged weight")->capture_default_str();
   app.add_option("--quant-group", s.quant_group, "L4Q: weights per step/offset pair")->capture_default_str();
+  app.add_flag("--l4q-fp16-grid", s.l4q_fp16_grid,
+               "L4Q: keep steps and minimums on the FP16 grid, so gsq-export's GGUF Q4_1 (with --quant-group 32) is exact");
   app.add_option("--l4q-warmup", s.l4q_warmup, "L4Q: LoRA-only steps before quantization starts")
       ->capture_default_str();
   add_integer_scope_flags(app, s.attention_precision, s.int_classifier);

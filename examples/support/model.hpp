@@ -35,6 +35,7 @@ inline std::filesystem::path find_tokenizer(const std::filesystem::path& model) 
   namespace fs = std::filesystem;
   std::error_code ec;
   if (fs::is_directory(model, ec)) return model;  // load_tokenizer looks inside
+  if (model.extension() == ".gguf") return model;  // GGUF models carry their vocabulary
   const fs::path dir = model.has_parent_path() ? model.parent_path() : fs::path(".");
   for (const char* name : {"tokenizer.bin", "tokenizer.json"})
     if (fs::is_regular_file(dir / name, ec)) return dir / name;
@@ -138,6 +139,7 @@ struct AdapterSpec {
   int quant_bits = 4;            // L4Q code width
   int quant_group = 128;         // L4Q group along in
   std::int64_t l4q_warmup = 0;   // L4Q: LoRA-only steps before quantization starts
+  bool l4q_fp16_grid = false;    // L4Q: step and minimum on the FP16 grid (exact GGUF Q4_1)
   std::uint64_t seed = 0;
   // The scope of an integer run (no effect in an FP32 one). GSQ-Tuning's is the linear
   // layers: the projections and their adapters run in `bits`, attention's score and value
@@ -176,6 +178,7 @@ struct AdapterSpec {
     o.l4q.quant_bits = quant_bits;
     o.l4q.quant_group = quant_group;
     o.l4q.warmup_steps = l4q_warmup;
+    o.l4q.fp16_grid = l4q_fp16_grid;
     try {
       o.lora.validate();
       o.l4q.validate();

@@ -124,4 +124,7 @@ TEST_SUITE("io") {
   TEST_CASE("fuzz replay: tokenizer.json seeds and mutations parse or throw gsq::Error" * doctest::test_suite("fuzz")) {
     replay("hf_tokenizer");
   }
+  TEST_CASE("fuzz replay: GGUF seeds and mutations parse or throw gsq::Error" * doctest::test_suite("fuzz")) {
+    replay("gguf");
+  }
 }

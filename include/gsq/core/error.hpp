@@ -34,6 +34,7 @@ enum class ErrorCode : int {
   kOpenFailed = 301,      // a file could not be opened, read or written
   kTruncated = 302,       // a file ends before the data it declares
   kCorrupt = 303,         // a file whose content contradicts itself or its format
+  kUnsupported = 304,     // a valid file using what gsq does not read (architecture, K-quants)
 
   kInvalidArgument = 401, // an option or argument value out of range
   kBadEnvironment = 402,  // an environment variable gsq reads holds a bad value

@@ -47,6 +47,19 @@ struct UniformSpec {
   }
 };
 
+/// The FP16 (IEEE binary16) value nearest to `f`, ties to even, as a float; beyond the
+/// FP16 range ±65504. L4Q's FP16 grid option keeps step and minimum on these values so a
+/// GGUF Q4_1 export (FP16 scale and minimum) holds the trained weights exactly.
+inline float round_to_fp16_grid(float f) noexcept {
+  if (!std::isfinite(f)) return f;
+  const float a = std::fabs(f);
+  if (a >= 65504.0f) return std::copysign(65504.0f, f);
+  // Spacing of FP16 values around a: 2^(e-10) for normal a = m·2^e, 2^-24 below 2^-14.
+  const int e = a < 0x1p-14f ? -14 : std::ilogb(a);
+  const float ulp = std::ldexp(1.0f, e - 10);
+  return std::nearbyint(f / ulp) * ulp;  // exact division by a power of two
+}
+
 /// Integer codes plus a step and an offset per group.
 class UniformMatrix {
  public:

@@ -172,8 +172,10 @@ inline Tensor<float> merged_llama_tensor(Llama& model, const std::string& name) 
       if (rest != (attn ? "self_attn." : "mlp.") + std::string(proj) + ".weight") continue;
       Projection& p = model.projection(l, proj);
       if (LoraLinear* lora = p.get_if<LoraLinear>()) return lora->merged_weight(MemoryCategory::kWeights);
-      if (L4qLinear* l4q = p.get_if<L4qLinear>())
+      if (L4qLinear* l4q = p.get_if<L4qLinear>()) {
+        if (l4q->quantizing()) l4q->snap_to_fp16_grid();  // the last optimizer step may have left the grid
         return l4q->quantizing() ? l4q->merge().weight : io::detail::l4q_unquantized_weight(*l4q);
+      }
       if (Linear* lin = p.get_if<Linear>())
         return lin->is_trainable() ? lin->weight().clone()
                                    : lin->frozen_weight().dequantized(MemoryCategory::kWeights);
@@ -364,6 +366,7 @@ inline L4qQuantizedModel l4q_quantized_model(Llama& model) {
       const bool attn = proj == "q_proj" || proj == "k_proj" || proj == "v_proj" || proj == "o_proj";
       const std::string name =
           llama_layer_tensor_name(l, (attn ? "self_attn." : "mlp.") + std::string(proj) + ".weight");
+      p->snap_to_fp16_grid();  // fp16_grid: the last optimizer step may have left the grid
       q.quantized.emplace(name, p->merge().quantized);
       all.tensors.erase(name);
     }

@@ -2,7 +2,7 @@
 //
 // `load_llama(path)` picks the reader from what `path` is, so drivers take one --model
 // flag: a directory (or its config.json / model.safetensors) is a Hugging Face model,
-// any other file a llama2.c legacy checkpoint. Files that are recognisably something
+// a GGUF file (magic "GGUF") a llama.cpp model, any other file a llama2.c legacy checkpoint. Files that are recognisably something
 // else (a PyTorch zip, a safetensors file without config.json) get a message saying so.
 #pragma once
 
@@ -14,6 +14,7 @@
 
 #include "gsq/core/config.hpp"
 #include "gsq/core/error.hpp"
+#include "gsq/io/gguf_llama.hpp"
 #include "gsq/io/hf_llama.hpp"
 #include "gsq/io/llama2c.hpp"
 #include "gsq/io/llama_weights.hpp"
@@ -41,11 +42,12 @@ inline std::filesystem::path hf_directory_of(const std::filesystem::path& path) 
 }
 }  // namespace io::detail
 
-/// Loads a llama2.c `.bin` or a Hugging Face directory; config and tensor shapes checked.
+/// Loads a llama2.c `.bin`, a llama GGUF or a Hugging Face directory; config and tensor shapes checked.
 inline LlamaWeights load_llama(const std::filesystem::path& path) {
   if (const std::filesystem::path dir = io::detail::hf_directory_of(path); !dir.empty())
     return read_hf_llama(dir);
   MappedFile f = MappedFile::open(path);
+  if (is_gguf(f)) return read_gguf_llama(GgufFile::parse(std::move(f)));
   if (f.size() >= 4 && f.data()[0] == 'P' && f.data()[1] == 'K' && f.data()[2] == 3 &&
       f.data()[3] == 4)
     detail::throw_io_error(ErrorCode::kCorrupt,

@@ -12,6 +12,7 @@
 
 #include "gsq/core/config.hpp"
 #include "gsq/core/error.hpp"
+#include "gsq/io/gguf_llama.hpp"
 #include "gsq/io/hf_tokenizer.hpp"
 #include "gsq/io/llama2c_tokenizer.hpp"
 #include "gsq/io/mapped_file.hpp"
@@ -56,6 +57,7 @@ inline std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& pa
                            "tokenizer.bin export of the same vocabulary",
                            path.string(), -1);
   MappedFile file = MappedFile::open(path);
+  if (is_gguf(file)) return gguf_tokenizer(GgufFile::parse(std::move(file)));  // a GGUF model's vocabulary
   if (io::detail::looks_like_json_object(file)) return HfBpeTokenizer::open(path);
   return Llama2cTokenizer::parse(file);
 }

@@ -73,6 +73,10 @@ struct L4qConfig {
   Bits bits = Bits::fp32();  // the GEMMs: FP32, or GSE-INT widths
   std::uint64_t seed = 0;    // A's initialisation, stochastic rounding of gradients
   Rounding gradient_rounding = Rounding::kNearestEven;
+  // Keep each step s and minimum b − 2^(n−1)·s on the FP16 grid (rounded when quantization
+  // starts and before every forward, i.e. after each optimizer step), so a GGUF Q4_1
+  // export (FP16 scale and minimum per 32) is exactly the trained model.
+  bool fp16_grid = false;
 
   float scale() const noexcept { return alpha / static_cast<float>(rank); }
   UniformSpec quant_spec() const noexcept { return {quant_bits, quant_group}; }
@@ -167,6 +171,22 @@ class L4qLinear {
                           "L4Q merged weight");
     });
     quantizing_ = true;
+    snap_to_fp16_grid();
+  }
+
+  /// With config().fp16_grid: rounds every step s and minimum m = b − 2^(n−1)·s to FP16
+  /// values (s > 0 kept) and sets b = m + 2^(n−1)·s. No effect otherwise; idempotent.
+  /// Forward calls it; call it before merge() if an optimizer step came after the last forward.
+  void snap_to_fp16_grid() noexcept {
+    if (!config_.fp16_grid) return;
+    const auto half = static_cast<float>(1 << (config_.quant_bits - 1));
+    for (std::int64_t i = 0; i < s_.numel(); ++i) {
+      float s = round_to_fp16_grid(s_.data()[i]);
+      if (!(s > 0.0f)) s = 0x1p-24f;  // the smallest FP16 step
+      const float m = round_to_fp16_grid(o_.data()[i] - half * s);
+      s_.data()[i] = s;
+      o_.data()[i] = m + half * s;
+    }
   }
 
   /// Y = X·W_qᵀ for x [tokens, in] into y [tokens, out]; fills `cache` (a training step).
@@ -368,6 +388,7 @@ class L4qLinear {
   }
 
   void run_forward(MatrixView<const float> x, MatrixView<float> y, Cache* cache) {
+    if (quantizing_) snap_to_fp16_grid();  // after the optimizer moved s and b
     detail::check_tokens(x, in_, "L4qLinear::forward: x");
     check_shape(y, x.rows(), out_, "L4qLinear::forward: y");
     if (cache != nullptr) {
