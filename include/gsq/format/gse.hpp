@@ -212,8 +212,7 @@ class GseMatrix {
   bool reshape_within(std::int64_t rows, std::int64_t cols) noexcept {
     if (rows < 0 || cols < 0 || spec_.group <= 0) return false;
     const std::int64_t groups = (cols + spec_.group - 1) / spec_.group;
-    const std::int64_t row_bytes =
-        spec_.is_packed() ? (groups * spec_.group + 1) / 2 : groups * spec_.group;
+    const std::int64_t row_bytes = gse_code_bytes(spec_.code_bits(), groups * spec_.group);
     if (rows * row_bytes > mantissas_.size() || rows * groups > exponents_.size()) return false;
     rows_ = rows;
     cols_ = cols;

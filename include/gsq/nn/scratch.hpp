@@ -88,8 +88,7 @@ inline GseMatrix& shared_gse(ScratchSlot slot, int sub, std::int64_t rows, std::
   GseMatrix& m = buffers[key];
   if (m.bytes() > 0 && m.reshape_within(rows, cols)) return m;
   const std::int64_t groups = (cols + spec.group - 1) / spec.group;
-  const std::int64_t mantissa_bytes =
-      spec.is_packed() ? (groups * spec.group + 1) / 2 : groups * spec.group;
+  const std::int64_t mantissa_bytes = gse_code_bytes(spec.code_bits(), groups * spec.group);
   const std::int64_t per_row = mantissa_bytes + groups;  // bytes of one row with its exponents
   const std::int64_t old_rows = per_row > 0 ? (m.bytes() + per_row - 1) / per_row : 0;
   m = GseMatrix();  // release first so peak memory is not doubled
