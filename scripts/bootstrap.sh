@@ -6,19 +6,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(
-  build-essential cmake ninja-build clang libomp-dev   # toolchains (g++ 12, clang 14)
+  build-essential cmake ninja-build clang              # toolchains (g++ 12, clang 14)
   libeigen3-dev nlohmann-json3-dev                     # the library's own dependencies
   doctest-dev libbenchmark-dev libcli11-dev            # tests, benches, example drivers
   libdnnl-dev libopenblas-dev                          # benchmark baselines only
   ocl-icd-opencl-dev                                   # Debian's dnnl-config.cmake requires OpenCL
   gnuplot-nox                                          # gsq-sweep's PNG (it writes SVG without it)
   openmpi-bin libopenmpi-dev                           # data-parallel fine-tuning (GSQ_WITH_MPI)
-  nodejs npm                                           # the llama.cpp interop test (node-llama-cpp)
 )
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node.js + npm for the llama.cpp interop test (node-llama-cpp). Many machines already have
+# them from NodeSource, whose nodejs package bundles npm and conflicts with Debian's npm
+# package ("held broken packages"), so ask Debian only when the commands are absent.
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
