@@ -57,6 +57,13 @@ inline LlamaConfig gguf_llama_config(const GgufFile& g) {
   c.dim = extent("llama.embedding_length");
   c.hidden_dim = extent("llama.feed_forward_length");
   c.n_layers = extent("llama.block_count");
+  // Every block has 9 tensors: a count the file cannot hold is corrupt, and refusing it
+  // here keeps a hostile block_count from sizing the per-layer tables below.
+  if (c.n_layers > static_cast<std::int64_t>(g.tensors().size()) / 9)
+    detail::throw_io_error(ErrorCode::kCorrupt,
+                           "llama.block_count = " + std::to_string(c.n_layers) + " but the file holds only " +
+                               std::to_string(g.tensors().size()) + " tensors (9 per block)",
+                           g.name(), -1);
   c.n_heads = extent("llama.attention.head_count");
   c.n_kv_heads = g.find("llama.attention.head_count_kv") != nullptr ? extent("llama.attention.head_count_kv") : c.n_heads;
   c.max_seq_len = extent("llama.context_length");
