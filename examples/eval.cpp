@@ -48,6 +48,7 @@ namespace fs = std::filesystem;
 struct Options {
   std::string model, tokenizer, adapter, precision = "fp32", base = "auto", data, task, generate, json;
   std::string attention_precision = "fp32";
+  std::string classifier_precision = "fp32";
   bool int_classifier = false;
   int group = 32;
   std::int64_t seq_len = 256;
@@ -146,13 +147,15 @@ struct Measurements {
 
 gsq::Llama build_model(const driver::BaseModel& base, const std::optional<driver::AdapterSpec>& adapter,
                        const gsq::Bits& bits, gsq::WeightFormat format,
-                       const std::optional<gsq::Bits>& attention_bits, const Options& o) {
+                       const driver::IntegerScope& scope, const Options& o) {
   // Without an adapter, a spec with no target modules: every projection frozen.
   driver::AdapterSpec spec = adapter.value_or(driver::AdapterSpec{});
   spec.bits = bits;
   spec.base = format;
-  spec.attention_bits = attention_bits;
-  spec.integer_classifier = o.int_classifier;
+  spec.attention_bits = scope.attention_bits;
+  spec.attention_bf16 = scope.attention_bf16;
+  spec.integer_classifier = scope.integer_classifier;
+  spec.classifier_bf16 = scope.classifier_bf16;
   gsq::LlamaOptions lo = spec.options();
   if (!adapter) {
     lo.adapter = gsq::ProjectionKind::kFrozen;
@@ -229,11 +232,12 @@ int run(const Options& o) {
     driver::config_error("nothing to do: give --data (perplexity), --task (multiple choice) and/or --generate");
   if (o.threads < 0 || o.batch < 1 || o.seq_len < 2 || o.max_new_tokens < 1 || o.max_items < 0)
     driver::config_error("--threads >= 0, --batch >= 1, --seq-len >= 2, --max-new-tokens >= 1 and --max-items >= 0 are required");
+  const gsq::Bits bits = driver::parse_precision(o.precision, o.group);
+  const driver::IntegerScope scope =
+      driver::parse_integer_scope(o.attention_precision, o.classifier_precision, o.int_classifier, o.group);
   if (!o.data.empty()) driver::require_path(o.data, "--data");
   if (!o.adapter.empty()) driver::require_path(o.adapter, "--adapter");
-  const gsq::Bits bits = driver::parse_precision(o.precision, o.group);
   const gsq::WeightFormat format = driver::parse_base_format(o.base, bits);
-  const std::optional<gsq::Bits> attention_bits = driver::parse_attention_precision(o.attention_precision, o.group);
   gsq::SamplingOptions sampling{.temperature = o.temperature, .top_p = o.top_p, .seed = o.seed};
   try {
     sampling.validate();
@@ -262,12 +266,12 @@ int run(const Options& o) {
 
   nlohmann::json out = {{"model", o.model}, {"adapter", o.adapter}, {"base", std::string(gsq::weight_format_name(format))}};
   const auto t0 = std::chrono::steady_clock::now();
-  gsq::Llama model = build_model(base, adapter, bits, format, attention_bits, o);
+  gsq::Llama model = build_model(base, adapter, bits, format, scope, o);
   const Measurements main = measure(model, base, o, ppl_batches, bits.name());
   print(main);
   out["results"] = nlohmann::json::array({to_json(main)});
   if (o.also_fp32 && !bits.is_fp32() && (!ppl_batches.empty() || !o.task.empty())) {
-    gsq::Llama twin = build_model(base, adapter, gsq::Bits::fp32(), format, attention_bits, o);
+    gsq::Llama twin = build_model(base, adapter, gsq::Bits::fp32(), format, scope, o);
     const Measurements fp = measure(twin, base, o, ppl_batches, "fp32");
     print(fp);
     out["results"].push_back(to_json(fp));
@@ -306,7 +310,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--group", o.group, "GSE-INT group size")->capture_default_str();
   app.add_option("--base", o.base, "storage of the base weights: auto, fp32, nf4 or gse")->capture_default_str();
-  driver::add_integer_scope_flags(app, o.attention_precision, o.int_classifier);
+  driver::add_integer_scope_flags(app, o.attention_precision, o.classifier_precision, o.int_classifier);
   app.add_flag("--also-fp32", o.also_fp32, "repeat the measurements with an FP32 forward");
   app.add_option("--data", o.data, "perplexity on an Alpaca-style JSON (responses) or a plain-text file");
   app.add_option("--task", o.task, "multiple choice: a commonsense task name, all, or a dev.json-style file");

@@ -11,8 +11,9 @@
 #   - LoRA, FP32 arithmetic over an NF4 base (QLoRA): isolates what the base storage costs
 #   - LoRA, W8A8G8 and W6A6G6 GSE-INT arithmetic over the NF4 base (GSQ-Tuning: the
 #     projections and adapters integer, attention and the classifier FP32 — the drivers'
-#     default), and the same with every product integer (--attention-precision same
-#     --int-classifier), and with only one of the two widened (W8A8G8)
+#     default), the same with BF16 attention and classifier products (--attention-precision
+#     bf16 --classifier-precision bf16), with every product integer (--attention-precision
+#     same --int-classifier), and with only one of the two widened (W8A8G8)
 #   - L4Q at 4 and 3 bits (group 128): one quantized merged model
 # Environment: GSQ_DATA_DIR (default ../shared/data), STEPS (600), THREADS (0 = all),
 # RUNS (a space-separated subset of the run names below; the table shows the runs whose
@@ -43,6 +44,7 @@ declare -A flags=(
   [lora_fp32_nf4]="--precision fp32 --base nf4"
   [lora_w8a8g8]="--precision w8a8g8 --base nf4"
   [lora_w6a6g6]="--precision w6a6g6 --base nf4"
+  [lora_w8a8g8_bf16_scope]="--precision w8a8g8 --base nf4 --attention-precision bf16 --classifier-precision bf16"
   [lora_w8a8g8_int_attention]="--precision w8a8g8 --base nf4 --attention-precision same"
   [lora_w8a8g8_int_classifier]="--precision w8a8g8 --base nf4 --int-classifier"
   [lora_w8a8g8_all_int]="--precision w8a8g8 --base nf4 --attention-precision same --int-classifier"
@@ -51,7 +53,7 @@ declare -A flags=(
   [l4q_3bit]="--method l4q --precision fp32 --quant-bits 3"
 )
 mkdir -p "$out"
-all_runs="lora_fp32 lora_fp32_nf4 lora_w8a8g8 lora_w6a6g6 lora_w8a8g8_int_attention lora_w8a8g8_int_classifier
+all_runs="lora_fp32 lora_fp32_nf4 lora_w8a8g8 lora_w6a6g6 lora_w8a8g8_bf16_scope lora_w8a8g8_int_attention lora_w8a8g8_int_classifier
           lora_w8a8g8_all_int lora_w6a6g6_all_int l4q_4bit l4q_3bit"
 for name in ${RUNS:-$all_runs}; do
   [ -n "${flags[$name]:-}" ] || { echo "fidelity: unknown run '$name'" >&2; exit 2; }
@@ -76,6 +78,7 @@ print("| run | held-out ppl | vs FP32 LoRA | vs FP32 LoRA on NF4 | peak training
 print("|---|---:|---:|---:|---:|")
 rows = [("LoRA FP32, FP32 base", "lora_fp32"), ("LoRA FP32, NF4 base (QLoRA)", "lora_fp32_nf4"),
         ("LoRA W8A8G8, NF4 base", "lora_w8a8g8"), ("LoRA W6A6G6, NF4 base", "lora_w6a6g6"),
+        ("W8A8G8 + BF16 attention and classifier", "lora_w8a8g8_bf16_scope"),
         ("W8A8G8 + integer attention", "lora_w8a8g8_int_attention"),
         ("W8A8G8 + integer classifier", "lora_w8a8g8_int_classifier"),
         ("W8A8G8, every product integer", "lora_w8a8g8_all_int"),

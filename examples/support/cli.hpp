@@ -133,14 +133,38 @@ inline gsq::Bits parse_precision(const std::string& text, int group) {
   return b;
 }
 
-/// --attention-precision: "same" (as --precision: empty) or a precision of its own.
-inline std::optional<gsq::Bits> parse_attention_precision(const std::string& text, int group) {
-  if (text == "same") return std::nullopt;
-  try {
-    return parse_precision(text, group);
-  } catch (const gsq::Error& e) {
-    config_error("--attention-precision: expected same, fp32 or w<b>a<b>g<b>; " + std::string(e.what()));
+/// What an integer run does beyond its linear layers, parsed from --attention-precision
+/// and --classifier-precision (no effect in an FP32 run).
+struct IntegerScope {
+  std::optional<gsq::Bits> attention_bits = gsq::Bits::fp32();  // empty: as --precision
+  bool attention_bf16 = false;       // FP32 attention with BF16 product operands
+  bool integer_classifier = false;   // logits and dh through the GSE-INT GEMM
+  bool classifier_bf16 = false;      // logits and dh with BF16 operands, FP32 accumulation
+};
+
+/// --attention-precision fp32|bf16|same|w<b>a<b>g<b> and --classifier-precision
+/// fp32|bf16|same (--int-classifier is the older spelling of `same`).
+inline IntegerScope parse_integer_scope(const std::string& attention, const std::string& classifier,
+                                        bool int_classifier, int group) {
+  IntegerScope scope;
+  if (attention == "same") {
+    scope.attention_bits.reset();
+  } else if (attention == "bf16") {
+    scope.attention_bf16 = true;
+  } else {
+    try {
+      scope.attention_bits = parse_precision(attention, group);
+    } catch (const gsq::Error& e) {
+      config_error("--attention-precision: expected fp32, bf16, same or w<b>a<b>g<b>; " + std::string(e.what()));
+    }
   }
+  if (classifier != "fp32" && classifier != "bf16" && classifier != "same")
+    config_error("--classifier-precision: expected fp32, bf16 or same, got '" + classifier + "'");
+  if (int_classifier && classifier == "bf16")
+    config_error("--int-classifier and --classifier-precision bf16 contradict each other");
+  scope.integer_classifier = int_classifier || classifier == "same";
+  scope.classifier_bf16 = classifier == "bf16";
+  return scope;
 }
 
 /// --grad-rounding: nearest (round half to even) or stochastic.
@@ -207,16 +231,20 @@ inline gsq::WeightFormat parse_base_format(const std::string& text, const gsq::B
   config_error("--base: expected auto, fp32, nf4 or gse, got '" + text + "'");
 }
 
-/// The flags that widen an integer run beyond the linear layers (gsq-finetune, gsq-sweep
-/// and gsq-eval share them, so an adapter is evaluated with the forward it was trained with).
-inline void add_integer_scope_flags(CLI::App& app, std::string& attention_precision, bool& int_classifier) {
+/// The flags that set an integer run's scope beyond the linear layers (gsq-finetune,
+/// gsq-sweep and gsq-eval share them, so an adapter is evaluated with the forward it was
+/// trained with); parse_integer_scope reads them.
+inline void add_integer_scope_flags(CLI::App& app, std::string& attention_precision,
+                                    std::string& classifier_precision, bool& int_classifier) {
   app.add_option("--attention-precision", attention_precision,
-                 "integer runs: attention's score and value products: fp32, same (as --precision) or "
-                 "w<b>a<b>g<b>")
+                 "integer runs: attention's score and value products: fp32, bf16 (BF16 operands, FP32 "
+                 "accumulation and softmax), same (as --precision) or w<b>a<b>g<b>")
       ->capture_default_str();
-  app.add_flag("--int-classifier", int_classifier,
-               "integer runs: the frozen output classifier (logits and their input gradient) in GSE-INT "
-               "too (faster on small models, costs perplexity)");
+  app.add_option("--classifier-precision", classifier_precision,
+                 "integer runs: the frozen output classifier (logits and their input gradient): fp32, bf16 "
+                 "(BF16 operands, FP32 accumulation and loss) or same (GSE-INT as --precision)")
+      ->capture_default_str();
+  app.add_flag("--int-classifier", int_classifier, "the same as --classifier-precision same");
 }
 
 /// Throws ConfigError unless `path` exists; `flag` names the flag in the message.

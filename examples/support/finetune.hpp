@@ -58,6 +58,7 @@ struct FinetuneSettings {
   std::int64_t l4q_warmup = 0;
   bool l4q_fp16_grid = false;
   std::string attention_precision = "fp32";
+  std::string classifier_precision = "fp32";
   bool int_classifier = false;
   std::string grad_rounding = "nearest";
   std::int64_t steps = 600;
@@ -100,8 +101,11 @@ struct FinetuneSettings {
     a.l4q_warmup = l4q_warmup;
     a.l4q_fp16_grid = l4q_fp16_grid;
     a.seed = seed;
-    a.attention_bits = parse_attention_precision(attention_precision, group);
-    a.integer_classifier = int_classifier;
+    const IntegerScope scope = parse_integer_scope(attention_precision, classifier_precision, int_classifier, group);
+    a.attention_bits = scope.attention_bits;
+    a.attention_bf16 = scope.attention_bf16;
+    a.integer_classifier = scope.integer_classifier;
+    a.classifier_bf16 = scope.classifier_bf16;
     a.gradient_rounding = parse_gradient_rounding(grad_rounding);
     a.recompute_blocks = recompute_blocks;
     (void)a.options();  // validates method, rank, alpha, L4Q settings
@@ -152,7 +156,8 @@ struct FinetuneSettings {
             {"base", base},          {"targets", targets},       {"group", group},
             {"rank", rank},          {"alpha", alpha},           {"quant_bits", quant_bits},
             {"quant_group", quant_group}, {"l4q_warmup", l4q_warmup},
-            {"attention_precision", attention_precision}, {"int_classifier", int_classifier},
+            {"attention_precision", attention_precision},
+            {"classifier_precision", int_classifier ? std::string("same") : classifier_precision},
             {"grad_rounding", grad_rounding}, {"steps", steps},
             {"batch", batch},        {"grad_accum", grad_accum}, {"seq_len", seq_len},       {"lr", lr},
             {"warmup", warmup_steps()}, {"min_lr", min_lr},      {"weight_decay", weight_decay},
@@ -194,7 +199,7 @@ inline void add_adapter_flags(CLI::App& app, FinetuneSettings& s, bool with_prec
                "L4Q: keep steps and minimums on the FP16 grid, so gsq-export's GGUF Q4_1 (with --quant-group 32) is exact");
   app.add_option("--l4q-warmup", s.l4q_warmup, "L4Q: LoRA-only steps before quantization starts")
       ->capture_default_str();
-  add_integer_scope_flags(app, s.attention_precision, s.int_classifier);
+  add_integer_scope_flags(app, s.attention_precision, s.classifier_precision, s.int_classifier);
   app.add_option("--grad-rounding", s.grad_rounding,
                  "integer runs: rounding of the quantized gradients dY, dH: nearest (half to even) or "
                  "stochastic (unbiased; Philox keyed by seed, step and tensor)")
@@ -383,6 +388,8 @@ inline gsq::EvalResult evaluate_fp32_forward(const BaseModel& base, const Adapte
   gsq::LlamaOptions o = spec.options();
   o.bits = gsq::Bits::fp32();
   o.attention_bits = gsq::Bits::fp32();
+  o.attention_bf16 = false;
+  o.classifier_bf16 = false;
   o.lora.bits = gsq::Bits::fp32();
   o.l4q.bits = gsq::Bits::fp32();
   o.l4q.warmup_steps = 0;

@@ -148,7 +148,9 @@ struct AdapterSpec {
   // means the same as `bits`; `integer_classifier` runs logits and their input gradient
   // through the GSE-INT GEMM. Gradients round to nearest unless told to round stochastically.
   std::optional<gsq::Bits> attention_bits = gsq::Bits::fp32();
+  bool attention_bf16 = false;   // FP32 attention_bits with BF16 operands
   bool integer_classifier = false;
+  bool classifier_bf16 = false;  // a float classifier with BF16 operands
   gsq::Rounding gradient_rounding = gsq::Rounding::kNearestEven;
   bool recompute_blocks = false;  // activation checkpointing (LlamaOptions::recompute_blocks)
 
@@ -156,7 +158,9 @@ struct AdapterSpec {
     gsq::LlamaOptions o = gsq::LlamaOptions::uniform(bits, base);
     if (!bits.is_fp32()) {
       if (attention_bits) o.attention_bits = *attention_bits;
+      o.attention_bf16 = attention_bf16 && o.attention_bits.is_fp32();
       o.integer_classifier = integer_classifier;
+      o.classifier_bf16 = classifier_bf16 && !integer_classifier;
       o.lora.gradient_rounding = gradient_rounding;
       o.l4q.gradient_rounding = gradient_rounding;
     }
@@ -195,7 +199,9 @@ struct AdapterSpec {
     if (!bits.is_fp32()) {
       const gsq::Bits attention = attention_bits.value_or(bits);
       if (!attention.is_fp32()) s += ", attention " + attention.name();
+      else if (attention_bf16) s += ", attention bf16";
       if (integer_classifier) s += ", integer classifier";
+      else if (classifier_bf16) s += ", bf16 classifier";
       if (gradient_rounding == gsq::Rounding::kStochastic) s += ", stochastic gradients";
     }
     return s + " (" + std::string(gsq::weight_format_name(base)) + " base)";

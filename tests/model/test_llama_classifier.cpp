@@ -3,6 +3,7 @@
 // copy of W. Checked against the FP32 classifier of the same model (forward and
 // backward), switched off (bitwise the FP32 classifier), in generation, across threads
 // and ISAs, in the memory accounting, and on the real stories260K when it is present.
+// The BF16 float scope (classifier_bf16, attention_bf16) is checked against FP32 here too.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -226,6 +227,55 @@ TEST_SUITE("model") {
         CHECK(s.loss == steps.front().loss);
         CHECK(same_bits(s.logits, steps.front().logits));
         CHECK(same_bits(s.grads, steps.front().grads));
+      }
+    }
+  }
+
+  TEST_CASE("llama classifier: the BF16 float scope tracks FP32 with the same bits at any thread count and ISA") {
+    // classifier_bf16 and attention_bf16: BF16 operands, FP32 accumulation, softmax and
+    // loss. Each operand carries a relative rounding error ≤ 2^-9, so the logits' error is
+    // ~3e-3 of their scale (cosine > 0.9999) and the loss moves by far less than 1%. The
+    // projections stay FP32 here: with GSE-INT ones the BF16 differences flip roundings of
+    // the next quantization, which hides the products' own error.
+    for (bool tied : {true, false}) {
+      CAPTURE(tied);
+      const gsq::LlamaConfig config = classifier_config(tied);
+      const std::int64_t batch = 2, seq = 13;
+      const auto ids = random_ids(batch * seq, config.vocab_size, 51);
+      gsq::LlamaOptions fp32_scope = gsq::LlamaOptions::uniform(gsq::Bits::fp32());
+      fp32_scope.adapter = gsq::ProjectionKind::kLora;
+      fp32_scope.lora.rank = 4;
+      fp32_scope.train_norms = true;
+      gsq::LlamaOptions bf = fp32_scope;
+      bf.classifier_bf16 = true;
+      bf.attention_bf16 = true;
+      gsq::Llama fp(config, gsq::random_llama_weights(config, 52), fp32_scope);
+      randomize_lora_b(fp, 53);
+      const Step a = train_step(fp, ids, batch);
+      std::vector<Step> steps;
+      gsq::test::for_each_isa([&](gsq::Isa) {
+        for (int threads : {1, 2}) {
+          gsq::set_num_threads(threads);
+          gsq::Llama model(config, gsq::random_llama_weights(config, 52), bf);
+          CHECK(model.attention().precision_name() == "bf16");
+          randomize_lora_b(model, 53);
+          steps.push_back(train_step(model, ids, batch));
+        }
+      });
+      gsq::set_num_threads(0);
+      REQUIRE(!steps.empty());
+      const Step& b = steps.front();
+      MESSAGE("BF16 vs FP32 classifier and attention: logits cosine " << cosine(a.logits, b.logits)
+                                                                      << ", gradients cosine " << cosine(a.grads, b.grads)
+                                                                      << ", loss " << b.loss << " vs " << a.loss);
+      CHECK(cosine(a.logits, b.logits) >= 0.9999);
+      CHECK(cosine(a.grads, b.grads) >= 0.999);
+      CHECK(b.loss == doctest::Approx(a.loss).epsilon(0.002));
+      CHECK_FALSE(same_bits(a.logits, b.logits));  // the BF16 products really ran
+      for (const Step& s : steps) {
+        CHECK(s.loss == b.loss);
+        CHECK(same_bits(s.logits, b.logits));
+        CHECK(same_bits(s.grads, b.grads));
       }
     }
   }

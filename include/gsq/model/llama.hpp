@@ -10,7 +10,8 @@
 // the seven projections of a block (PEFT target_modules: q_proj, k_proj, v_proj, o_proj,
 // gate_proj, up_proj, down_proj) becomes a frozen Linear, a LoraLinear or an L4qLinear
 // (model/projection.hpp); frozen weights are stored once in FP32, NF4 or GSE-INT. Attention's
-// score/value products run in FP32 or GSE-INT (`attention_bits`). In integer mode a
+// score/value products run in FP32, BF16 or GSE-INT (`attention_bits`, `attention_bf16`),
+// the float classifier in FP32 or BF16 (`classifier_bf16`). In integer mode a
 // frozen classifier is a frozen Linear too (`integer_classifier`): logits = h·Wᵀ and
 // dh = dlogits·W are GSE-INT GEMMs over a second, quantized copy of W, while the FP32 W
 // stays for the embedding lookup and export.
@@ -111,6 +112,11 @@ struct LlamaOptions {
   // gradient spec, W stored once more in GSE-INT with the weight bits (also over an NF4
   // base: an NF4 classifier costs loss). false keeps it FP32. No effect in FP32 mode.
   bool integer_classifier = true;
+  // A classifier left in floating point (FP32 mode, or integer_classifier off) multiplies
+  // with BF16 operands and FP32 accumulation (gemm_bf16) for logits = h·Wᵀ and
+  // dh = dlogits·W; softmax and the loss stay FP32 and W is stored as before (rounded in
+  // the GEMM's packing step). A trainable classifier's dW stays an FP32 product.
+  bool classifier_bf16 = false;
   // Memory of a training step (DESIGN.md "caches hold the stored form"). Both keep the
   // gradients bit-identical: what is dropped is rebuilt in backward by the same code.
   // recompute_projections: q, k, v (LoRA slots) and the MLP's g, u are not cached in
@@ -374,6 +380,7 @@ class Llama {
     MatrixView<float> dx = scratch(ws_.x, tokens, config_.dim);
     MatrixView<float> dh = scratch(ws_.normed, tokens, config_.dim);
     if (classifier_) classifier_->backward(dlogits, cache.classifier, dh);  // dh = dlogits·W
+    else if (options_.classifier_bf16) gemm::gemm_bf16(dlogits, false, classifier_weight(), false, dh);
     else gemm::gemm_f32(dlogits, false, classifier_weight(), false, dh);
     if (classifier_trainable()) {  // dW += dlogitsᵀ·h
       Tensor<float>& grad = config_.tied_embeddings ? embedding_.grad() : lm_head_grad_;
@@ -601,6 +608,7 @@ class Llama {
   /// what backward needs.
   void classify(MatrixView<const float> h, MatrixView<float> logits, Linear::Cache* cache) {
     if (classifier_) classifier_->forward(h, logits, cache != nullptr ? *cache : ws_.classifier);
+    else if (options_.classifier_bf16) gemm::gemm_bf16(h, false, classifier_weight(), true, logits);
     else gemm::gemm_f32(h, false, classifier_weight(), true, logits);
   }
 
