@@ -4,12 +4,15 @@
 // built here byte by byte, and, when the shared data directory is given, cut-down
 // versions of the real assets (the real config.json, a prefix of tok512.bin ending on an
 // entry boundary, tokenizer.json reduced to its first tokens and the merges among them,
-// the real safetensors header with its data cut off). `gsq-fuzz-seeds` writes them for
-// libFuzzer; the replay test mutates them in memory.
+// the real safetensors header with its data cut off), and files gsq itself writes for a
+// tiny random model (adapter_config.json, a checkpoint step directory packed as in
+// fuzz_targets.hpp). `gsq-fuzz-seeds` writes them for libFuzzer; the replay test mutates
+// them in memory.
 #pragma once
 
 #include <nlohmann/json.hpp>
 
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -20,6 +23,16 @@
 #include <string_view>
 #include <tuple>
 #include <vector>
+
+#include <unistd.h>
+
+#include "fuzz_targets.hpp"
+#include "gsq/io/adapter.hpp"
+#include "gsq/io/checkpoint.hpp"
+#include "gsq/io/dataset.hpp"
+#include "gsq/model/llama.hpp"
+#include "gsq/model/trainer.hpp"
+#include "gsq/model/weights.hpp"
 
 namespace gsq::fuzz {
 
@@ -242,6 +255,64 @@ inline std::vector<std::uint8_t> gguf_types() {
                     {"q4k", {256}, 12, 144}});
 }
 
+/// The smallest LLaMA gsq builds (dim 8, 1 layer, vocab 8) with a rank-1 adapter on
+/// `targets`, so the files gsq writes for it stay far below the 4 KB seed limit.
+inline Llama tiny_adapted_model(ProjectionKind kind, std::vector<std::string> targets) {
+  LlamaConfig c;
+  c.dim = 8;
+  c.hidden_dim = 8;
+  c.n_layers = 1;
+  c.n_heads = 2;
+  c.n_kv_heads = 1;
+  c.vocab_size = 8;
+  c.max_seq_len = 4;
+  LlamaOptions o;
+  o.adapter = kind;
+  o.target_modules = std::move(targets);
+  o.lora.rank = 1;
+  o.lora.alpha = 2.0f;
+  o.l4q.rank = 1;
+  o.l4q.alpha = 2.0f;
+  o.l4q.quant_group = 8;
+  return Llama(c, random_llama_weights(c, 5), o);
+}
+
+inline std::vector<std::uint8_t> json_text(const nlohmann::json& j) {  // as write_json_file writes it
+  const std::string s = j.dump(2) + "\n";
+  return {s.begin(), s.end()};
+}
+
+/// adapter_config.json as save_adapter writes it.
+inline std::vector<std::uint8_t> adapter_config(ProjectionKind kind, std::vector<std::string> targets, bool quantized) {
+  Llama m = tiny_adapted_model(kind, std::move(targets));
+  if (quantized) io::detail::for_each_l4q(m, [](L4qLinear& p) { p.start_quantization(); });
+  return json_text(adapter_config_json(m, "base"));
+}
+
+/// A checkpoint of one training step of the tiny model, saved by save_checkpoint and
+/// packed as the checkpoint fuzz target reads it (re-signed or verbatim).
+inline std::vector<std::uint8_t> checkpoint(ProjectionKind kind, bool resign) {
+  std::error_code ec;
+  const std::filesystem::path root = std::filesystem::temp_directory_path() /
+                                     ("gsq-fuzz-seed-checkpoint-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(root, ec);
+  Llama m = tiny_adapted_model(kind, {"q_proj"});
+  TrainerConfig tc;
+  tc.total_steps = 2;
+  tc.lr = 1e-2f;
+  Trainer trainer(m, tc);
+  std::vector<data::Example> examples(1);
+  examples[0].ids = {1, 2, 3, 4};
+  examples[0].loss_mask = {0, 1, 1, 1};
+  data::BatchSampler sampler(examples, 1, 4, 3);
+  trainer.step(sampler.next());
+  const std::filesystem::path dir = save_checkpoint(root, trainer, sampler, 3, {{"lr", 1e-2}});
+  std::array<std::vector<std::uint8_t>, 4> files;
+  for (std::size_t i = 0; i < files.size(); ++i) files[i] = read_file(dir, kCheckpointFiles[i]).value();
+  std::filesystem::remove_all(root, ec);
+  return pack_checkpoint(files, resign);
+}
+
 }  // namespace seeds_detail
 
 /// The seeds of target `name` (see fuzz_targets.hpp); `data_dir` adds cut-down real files.
@@ -288,6 +359,26 @@ inline std::vector<Seed> make_seeds(std::string_view name, const std::optional<s
   } else if (name == "gguf") {
     seeds.push_back({"tiny_llama", sd::gguf_llama()});
     seeds.push_back({"tensor_types", sd::gguf_types()});
+  } else if (name == "peft_adapter") {
+    seeds.push_back({"gsq_lora", sd::adapter_config(ProjectionKind::kLora, {"q_proj", "v_proj"}, false)});
+    seeds.push_back({"gsq_l4q", sd::adapter_config(ProjectionKind::kL4q, {"q_proj", "k_proj", "down_proj"}, true)});
+    // As PEFT itself writes one (more fields, null base, a string target list is allowed too).
+    seeds.push_back({"peft_written", sd::text(R"({"alpha_pattern": {}, "auto_mapping": null, "base_model_name_or_path": null,
+  "bias": "none", "fan_in_fan_out": false, "inference_mode": true, "init_lora_weights": true,
+  "layers_pattern": null, "layers_to_transform": null, "lora_alpha": 32, "lora_dropout": 0.05,
+  "modules_to_save": null, "peft_type": "LORA", "r": 16, "rank_pattern": {}, "revision": null,
+  "target_modules": ["o_proj", "up_proj", "gate_proj"], "task_type": "CAUSAL_LM", "use_rslora": false})")});
+    seeds.push_back({"minimal", sd::text(R"({"r":1,"lora_alpha":0.5,"target_modules":"k_proj","gsq":{"method":"lora"}})")});
+    seeds.push_back({"l4q_unquantized", sd::text(
+        R"({"r":4,"lora_alpha":8,"target_modules":[],"base_model_name_or_path":"m\u00e9","gsq":{"method":"l4q","quant_bits":2,"quant_group":1}})")});
+    seeds.push_back({"unknown_module", sd::text(R"({"r":2,"lora_alpha":4,"target_modules":["lm_head"]})"), false});
+    seeds.push_back({"ia3", sd::text(R"({"peft_type":"IA3","r":2,"lora_alpha":4,"target_modules":["q_proj"]})"), false});
+  } else if (name == "checkpoint") {
+    seeds.push_back({"lora_step1", sd::checkpoint(ProjectionKind::kLora, false)});
+    seeds.push_back({"lora_step1_resigned", sd::checkpoint(ProjectionKind::kLora, true)});
+    seeds.push_back({"l4q_step1_resigned", sd::checkpoint(ProjectionKind::kL4q, true)});
+    // Only a manifest (re-signing cannot help: the files it lists are absent).
+    seeds.push_back({"manifest_only", sd::text(R"(!{"files":{"trainer_state.json":{"bytes":0,"fnv1a64":"0"}},"files_fnv1a64":""})"), false});
   } else if (name == "hf_tokenizer") {
     seeds.push_back({"tiny", sd::text(sd::kTokenizerJson)});
     if (const auto real = sd::read_file(data_dir, "models/tinystories-656K/tokenizer.json"))

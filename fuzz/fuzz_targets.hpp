@@ -10,15 +10,23 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
+#include <cstdio>
+#include <filesystem>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include <unistd.h>
+
+#include "gsq/io/adapter.hpp"
+#include "gsq/io/checkpoint.hpp"
 #include "gsq/io/gguf_llama.hpp"
 #include "gsq/io/io.hpp"
+#include "gsq/io/json.hpp"
 
 namespace gsq::fuzz {
 
@@ -158,6 +166,152 @@ inline Outcome fuzz_gguf(std::span<const std::uint8_t> bytes) {
   }
 }
 
+/// PEFT adapter_config.json: parsed by the JSON reader read_adapter_config uses, then
+/// interpreted by the same function; what it accepts must be a config gsq can build.
+inline Outcome fuzz_peft_adapter(std::span<const std::uint8_t> bytes) {
+  try {
+    const io::detail::Json j = io::detail::parse_json(bytes, "adapter_config.json", 0);
+    const AdapterConfig c = adapter_config_from_json(j, {"adapter_config.json", 0});
+    detail::require(c.rank >= 1 && c.alpha > 0.0f, "accepted a rank < 1 or alpha <= 0");
+    detail::require(c.method == "lora" || c.method == "l4q", "accepted an unknown method");
+    detail::require(c.method != "l4q" || (c.quant_bits >= 2 && c.quant_bits <= 8 && c.quant_group >= 1),
+                    "accepted invalid L4Q quantizer settings");
+    for (const std::string& t : c.target_modules)
+      detail::require(std::find(kLlamaProjections.begin(), kLlamaProjections.end(), t) != kLlamaProjections.end(),
+                      "accepted an unknown target module");
+    return Outcome::kAccepted;
+  } catch (const Error&) {
+    return Outcome::kRejected;
+  }
+}
+
+// ---- checkpoint: one input = one step directory ------------------------------------------------
+//
+// Layout: the four files of a step directory in this order, joined by kCheckpointSeparator
+//     manifest.json SEP trainer_state.json SEP parameters.safetensors SEP optimizer.safetensors
+// A separator is cheaper for a fuzzer than length prefixes: a mutation inside one file
+// leaves the others where they are, and one that breaks a separator merely merges two
+// files. Fewer than four parts leave the missing files absent; text after a fourth
+// separator belongs to optimizer.safetensors.
+//
+// The manifest holds each file's size and FNV-1a 64, and its own checksum: used verbatim,
+// almost every mutation of the other three files (and of the manifest's "files") ends at
+// verify_checkpoint_dir, as a damaged real checkpoint does; the fuzzer then explores the
+// manifest's JSON and the checks themselves. So that mutations also reach the trainer-state
+// and safetensors parsers, an input starting with kCheckpointResign (a byte no JSON text
+// starts with) is "re-signed": that byte is dropped and, when the manifest parses, every
+// file it lists that the input holds gets its real size and checksum and the manifest its
+// own checksum again, before loading.
+inline constexpr std::string_view kCheckpointSeparator = "\n--gsq--\n";
+inline constexpr char kCheckpointResign = '!';
+inline constexpr std::array<const char*, 4> kCheckpointFiles = {"manifest.json", "trainer_state.json",
+                                                                "parameters.safetensors", "optimizer.safetensors"};
+
+namespace detail {
+
+/// A per-process scratch directory (under /dev/shm when there is one: no disk traffic).
+inline const std::filesystem::path& checkpoint_scratch_dir() {
+  struct Dir {
+    std::filesystem::path path;
+    Dir() {
+      std::error_code ec;
+      const std::filesystem::path base =
+          std::filesystem::is_directory("/dev/shm", ec) ? std::filesystem::path("/dev/shm")
+                                                        : std::filesystem::temp_directory_path();
+      path = base / ("gsq-fuzz-checkpoint-" + std::to_string(::getpid()));
+      std::filesystem::create_directories(path);
+    }
+    ~Dir() {
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+    }
+  };
+  static const Dir dir;
+  return dir.path;
+}
+
+inline void write_scratch(const std::filesystem::path& path, std::span<const std::uint8_t> bytes) {
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (f == nullptr) throw std::runtime_error("fuzz harness: cannot write " + path.string());
+  const bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
+  if (std::fclose(f) != 0 || !ok) throw std::runtime_error("fuzz harness: cannot write " + path.string());
+}
+
+/// The manifest with the listed files' sizes and checksums (and its own) made right, or
+/// the input unchanged when it is not a manifest-shaped JSON object.
+inline std::string resign_manifest(std::span<const std::uint8_t> manifest,
+                                   const std::array<std::span<const std::uint8_t>, 4>& parts, std::size_t n_parts) {
+  namespace iod = io::detail;
+  const std::string unchanged(reinterpret_cast<const char*>(manifest.data()), manifest.size());
+  iod::Json m;
+  try {
+    m = iod::parse_json(manifest, "manifest.json", 0);
+  } catch (const Error&) {
+    return unchanged;
+  }
+  if (!m.is_object() || !m.contains("files") || !m["files"].is_object()) return unchanged;
+  for (auto& [name, entry] : m["files"].items()) {
+    if (!entry.is_object()) continue;
+    for (std::size_t i = 1; i < n_parts; ++i)
+      if (name == kCheckpointFiles[i]) {
+        entry["bytes"] = parts[i].size();
+        entry["fnv1a64"] = iod::hex64(iod::fnv1a64(parts[i]));
+      }
+  }
+  m["files_fnv1a64"] = iod::manifest_checksum(m["files"]);
+  return m.dump();
+}
+
+}  // namespace detail
+
+/// Joins four files into one checkpoint fuzz input (the seeds' layout; see above).
+inline std::vector<std::uint8_t> pack_checkpoint(const std::array<std::vector<std::uint8_t>, 4>& files, bool resign) {
+  std::vector<std::uint8_t> out;
+  if (resign) out.push_back(static_cast<std::uint8_t>(kCheckpointResign));
+  for (std::size_t i = 0; i < files.size(); ++i) {
+    if (i > 0) out.insert(out.end(), kCheckpointSeparator.begin(), kCheckpointSeparator.end());
+    out.insert(out.end(), files[i].begin(), files[i].end());
+  }
+  return out;
+}
+
+/// Checkpoint step directory: unpack, write to the scratch directory, load_checkpoint_dir.
+inline Outcome fuzz_checkpoint(std::span<const std::uint8_t> bytes) {
+  const bool resign = !bytes.empty() && bytes[0] == static_cast<std::uint8_t>(kCheckpointResign);
+  if (resign) bytes = bytes.subspan(1);
+  std::array<std::span<const std::uint8_t>, 4> parts;
+  std::size_t n_parts = 0;
+  const std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  for (std::size_t at = 0;;) {
+    const std::size_t sep = n_parts + 1 < parts.size() ? text.find(kCheckpointSeparator, at) : std::string_view::npos;
+    const std::size_t end = sep == std::string_view::npos ? text.size() : sep;
+    parts[n_parts++] = bytes.subspan(at, end - at);
+    if (sep == std::string_view::npos) break;
+    at = sep + kCheckpointSeparator.size();
+  }
+  const std::filesystem::path& dir = detail::checkpoint_scratch_dir();
+  for (std::size_t i = n_parts; i < parts.size(); ++i) {  // absent from this input
+    std::error_code ec;
+    std::filesystem::remove(dir / kCheckpointFiles[i], ec);
+  }
+  for (std::size_t i = 1; i < n_parts; ++i) detail::write_scratch(dir / kCheckpointFiles[i], parts[i]);
+  if (resign) {
+    const std::string m = detail::resign_manifest(parts[0], parts, n_parts);
+    detail::write_scratch(dir / kCheckpointFiles[0], {reinterpret_cast<const std::uint8_t*>(m.data()), m.size()});
+  } else {
+    detail::write_scratch(dir / kCheckpointFiles[0], parts[0]);
+  }
+  try {
+    const Checkpoint ck = load_checkpoint_dir(dir);
+    for (const optim::NamedTensor& t : ck.trainer.parameters)
+      detail::require(t.value.numel() <= static_cast<std::int64_t>(bytes.size()), "a parameter larger than its file");
+    detail::require(ck.trainer.step >= 0, "accepted a negative step");
+    return Outcome::kAccepted;
+  } catch (const Error&) {
+    return Outcome::kRejected;
+  }
+}
+
 struct Target {
   std::string_view name;
   Outcome (*run)(std::span<const std::uint8_t>);
@@ -170,6 +324,8 @@ inline constexpr Target kTargets[] = {
     {"llama2c_tokenizer", fuzz_llama2c_tokenizer},
     {"hf_tokenizer", fuzz_hf_tokenizer},
     {"gguf", fuzz_gguf},
+    {"peft_adapter", fuzz_peft_adapter},
+    {"checkpoint", fuzz_checkpoint},
 };
 
 inline const Target* find_target(std::string_view name) {

@@ -36,7 +36,7 @@ fi
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${GSQ_FUZZ_BUILD_DIR:-$root/build-fuzz}"
 data="${GSQ_DATA_DIR:-$root/../shared/data}"
-targets=(safetensors llama2c hf_config llama2c_tokenizer hf_tokenizer gguf)
+targets=(safetensors llama2c hf_config llama2c_tokenizer hf_tokenizer gguf peft_adapter checkpoint)
 for name in "${!per_target[@]}"; do
   if [[ ! " ${targets[*]} " =~ " $name " ]]; then
     echo "$0: unknown target '$name' (targets: ${targets[*]})" >&2

@@ -127,4 +127,12 @@ TEST_SUITE("io") {
   TEST_CASE("fuzz replay: GGUF seeds and mutations parse or throw gsq::Error" * doctest::test_suite("fuzz")) {
     replay("gguf");
   }
+  TEST_CASE("fuzz replay: adapter_config.json seeds and mutations parse or throw gsq::Error" *
+            doctest::test_suite("fuzz")) {
+    replay("peft_adapter");
+  }
+  TEST_CASE("fuzz replay: checkpoint directory seeds and mutations load or throw gsq::Error" *
+            doctest::test_suite("fuzz")) {
+    replay("checkpoint");
+  }
 }

@@ -156,13 +156,11 @@ inline void save_adapter(const std::filesystem::path& dir, Llama& model,
                               adapter_config_json(model, base_model_name_or_path));
 }
 
-/// Reads DIR/adapter_config.json (or the file itself when given one).
-inline AdapterConfig read_adapter_config(const std::filesystem::path& path) {
-  const std::filesystem::path file =
-      std::filesystem::is_directory(path) ? path / kAdapterConfigFile : path;
+/// Interprets an already parsed adapter_config.json `j` (errors name `where`): the part of
+/// read_adapter_config that does not touch the file system, so fuzzers and callers holding
+/// the JSON in memory check it the same way.
+inline AdapterConfig adapter_config_from_json(const io::detail::Json& j, const io::detail::JsonWhere& where) {
   namespace iod = io::detail;
-  const iod::Json j = iod::read_json_file(file);
-  const iod::JsonWhere where{file.string(), 0};
   if (!j.is_object()) iod::json_fail(where, "(root)", "expected a JSON object");
   AdapterConfig c;
   if (const iod::Json* t = iod::find_member(j, "peft_type"))
@@ -199,6 +197,13 @@ inline AdapterConfig read_adapter_config(const std::filesystem::path& path) {
     }
   }
   return c;
+}
+
+/// Reads DIR/adapter_config.json (or the file itself when given one).
+inline AdapterConfig read_adapter_config(const std::filesystem::path& path) {
+  const std::filesystem::path file =
+      std::filesystem::is_directory(path) ? path / kAdapterConfigFile : path;
+  return adapter_config_from_json(io::detail::read_json_file(file), {file.string(), 0});
 }
 
 /// Loads the adapter directory `dir` into `model`, which must have been built with the
