@@ -130,7 +130,9 @@ TEST_SUITE("io") {
       const gsq::LlamaWeights a = gsq::read_hf_llama(dir / "sharded");
       const gsq::LlamaWeights b = gsq::load_llama(dir / "single");
       REQUIRE(a.tensors.size() == b.tensors.size());
-      for (const auto& [name, t] : a.tensors) {
+      for (const auto& entry : a.tensors) {  // no structured binding: clang 14 cannot capture one
+        const std::string& name = entry.first;
+        const gsq::Tensor<float>& t = entry.second;
         CAPTURE(name);
         CHECK(same_bits(t, b.at(name)));
       }
@@ -366,7 +368,9 @@ TEST_SUITE("io") {
         {"model_type", [](nlohmann::json& j) { j["model_type"] = "mistral"; }},
         {"head_dim", [](nlohmann::json& j) { j["head_dim"] = 64; }},
     };
-    for (const auto& [key, edit] : cases) {
+    for (const auto& entry : cases) {  // no structured binding: clang 14 cannot capture one
+      const auto& key = entry.first;
+      const auto& edit = entry.second;
       CAPTURE(key);
       const auto e = expect_io_error([&] { (void)parse_edited(base, edit); });
       REQUIRE(e);
@@ -436,7 +440,9 @@ TEST_SUITE("io") {
       gsq::write_merged_hf_llama(dir / "sharded", m, mo);
       CHECK(gsq::SafetensorsShards::open(dir / "sharded").shard_count() >= 3);
       const gsq::LlamaWeights back = gsq::read_hf_llama(dir / "sharded");
-      for (const auto& [name, t] : whole.tensors) {
+      for (const auto& entry : whole.tensors) {
+        const std::string& name = entry.first;
+        const gsq::Tensor<float>& t = entry.second;
         CAPTURE(name);
         CHECK(same_bits(t, back.at(name)));
       }
