@@ -8,6 +8,7 @@
 #include <barrier>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -62,13 +63,20 @@ class PairReducer final : public gsq::GradientReducer {
   PairReducer(Exchange& x, int rank) : x_(&x), rank_(rank) {}
   int ranks() const noexcept override { return 2; }
   int rank() const noexcept override { return rank_; }
-  void allgather(std::span<const float> local, std::span<const std::int64_t>, std::span<float> all) override {
+  // Completes at once (allowed by the seam): both threads start the same gathers in order.
+  void start_allgather(std::span<const float> local, std::span<const std::int64_t>,
+                       std::span<float> all) override {
+    events.push_back('s');
     x_->parts[static_cast<std::size_t>(rank_)].assign(local.begin(), local.end());
     x_->sync.arrive_and_wait();
     auto out = std::copy(x_->parts[0].begin(), x_->parts[0].end(), all.begin());
     std::copy(x_->parts[1].begin(), x_->parts[1].end(), out);
     x_->sync.arrive_and_wait();
   }
+  void progress() override { events.push_back('p'); }
+  void wait_all() override { events.push_back('w'); }
+
+  std::string events;  // 's' start, 'p' progress, 'w' wait, in call order
 
  private:
   Exchange* x_;
@@ -98,11 +106,13 @@ TEST_SUITE("model") {
       models.push_back(make_model(kind));
       Exchange x;
       std::array<double, 2> losses{};
+      std::array<std::string, 2> events;
       auto rank = [&](int r) {
         PairReducer reducer(x, r);
         gsq::Trainer t(models[static_cast<std::size_t>(r)], tc);
         t.set_reducer(&reducer);
         for (std::uint64_t s = 0; s < 3; ++s) losses[static_cast<std::size_t>(r)] = t.step(batch(s)).loss;
+        events[static_cast<std::size_t>(r)] = reducer.events;
       };
       std::thread other(rank, 1);
       rank(0);
@@ -112,6 +122,12 @@ TEST_SUITE("model") {
       CHECK(gsq::test::bitwise_equal(a.data(), b0.data(), static_cast<std::int64_t>(a.size())));
       CHECK(gsq::test::bitwise_equal(a.data(), b1.data(), static_cast<std::int64_t>(a.size())));
       CHECK(losses[0] == losses[1]);
+      // Overlap: in each rank's last micro-batch, every group is handed over as backward
+      // finishes it (the head group — frozen norms, no lm_head — is empty, so only a
+      // progress call; then start + progress for block 1 and block 0), the embedding's
+      // group with the loss sums last, then one wait per step.
+      CHECK(events[0] == "pspspsw" "pspspsw" "pspspsw");
+      CHECK(events[1] == events[0]);
     }
     gsq::set_num_threads(0);
   }

@@ -1,13 +1,15 @@
 // gsq/dist/mpi_reducer.hpp — data-parallel fine-tuning over MPI: the trainer's
-// GradientReducer (model/trainer.hpp) implemented with MPI_Allgatherv.
+// GradientReducer (model/trainer.hpp) implemented with MPI_Iallgatherv.
 //
 // Only this header needs MPI (<mpi.h>); the core headers stay MPI-free, and CMake builds
-// and installs it only with GSQ_WITH_MPI (find_package(MPI)). What travels per step is
-// one flat float buffer per rank: the LoRA / L4Q gradients of the micro-batches the rank
-// owns plus each micro-batch's loss sum. An allgather is pure data movement — every rank
-// receives every rank's bytes unchanged — and the trainer adds the parts in micro-batch
-// index order itself, so `mpirun -np 1`, `-np 2`, `-np 4` and a run without MPI give the
-// same bits (MPI_Allreduce is not used: its summation order is up to the library).
+// and installs it only with GSQ_WITH_MPI (find_package(MPI)). What travels per step are
+// the LoRA / L4Q gradients of the micro-batches the rank owns plus each micro-batch's
+// loss sum, one nonblocking gather per parameter group, started as soon as backward has
+// finished the group (so block i's exchange overlaps block i−1's backward) and completed
+// before the update. An allgather is pure data movement — every rank receives every
+// rank's bytes unchanged — and the trainer adds the parts in micro-batch index order
+// itself, so `mpirun -np 1`, `-np 2`, `-np 4` and a run without MPI give the same bits
+// (MPI_Allreduce is not used: its summation order is up to the library).
 //
 //     gsq::dist::MpiSession mpi(argc, argv);        // MPI_Init / MPI_Finalize
 //     gsq::dist::MpiReducer reducer;                  // MPI_COMM_WORLD
@@ -25,6 +27,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <span>
 #include <string>
 #include <vector>
@@ -69,40 +72,80 @@ class MpiReducer final : public GradientReducer {
   int ranks() const noexcept override { return ranks_; }
   int rank() const noexcept override { return rank_; }
 
-  void allgather(std::span<const float> local, std::span<const std::int64_t> counts,
-                 std::span<float> all) override {
+  void start_allgather(std::span<const float> local, std::span<const std::int64_t> counts,
+                       std::span<float> all) override {
     GSQ_CHECK(static_cast<int>(counts.size()) == ranks_, ErrorCode::kInvalidArgument,
-              "MpiReducer::allgather: " + std::to_string(counts.size()) + " counts for " +
+              "MpiReducer::start_allgather: " + std::to_string(counts.size()) + " counts for " +
                   std::to_string(ranks_) + " ranks");
-    std::vector<int> n(static_cast<std::size_t>(ranks_)), at(static_cast<std::size_t>(ranks_));
+    // MPI reads the count and displacement arrays until the gather completes.
+    Pending& g = pending_.emplace_back();
+    g.counts.resize(static_cast<std::size_t>(ranks_));
+    g.offsets.resize(static_cast<std::size_t>(ranks_));
     std::int64_t offset = 0;
     for (int r = 0; r < ranks_; ++r) {
       const std::int64_t c = counts[static_cast<std::size_t>(r)];
       GSQ_CHECK(c >= 0 && c <= INT_MAX && offset <= INT_MAX, ErrorCode::kInvalidExtent,
-                "MpiReducer::allgather: " + std::to_string(c) + " floats from rank " + std::to_string(r) +
+                "MpiReducer::start_allgather: " + std::to_string(c) + " floats from rank " + std::to_string(r) +
                     " exceed MPI's int counts (fewer --micro-batches per rank)");
-      n[static_cast<std::size_t>(r)] = static_cast<int>(c);
-      at[static_cast<std::size_t>(r)] = static_cast<int>(offset);
+      g.counts[static_cast<std::size_t>(r)] = static_cast<int>(c);
+      g.offsets[static_cast<std::size_t>(r)] = static_cast<int>(offset);
       offset += c;
     }
     GSQ_CHECK(static_cast<std::int64_t>(local.size()) == counts[static_cast<std::size_t>(rank_)] &&
                   static_cast<std::int64_t>(all.size()) == offset,
-              ErrorCode::kShapeMismatch, "MpiReducer::allgather: buffer sizes do not match the counts");
-    const auto t0 = std::chrono::steady_clock::now();
-    const int rc = MPI_Allgatherv(local.data(), static_cast<int>(local.size()), MPI_FLOAT, all.data(), n.data(),
-                                  at.data(), MPI_FLOAT, comm_);
-    seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+              ErrorCode::kShapeMismatch, "MpiReducer::start_allgather: buffer sizes do not match the counts");
+    timed("MPI_Iallgatherv", [&] {
+      return MPI_Iallgatherv(local.data(), static_cast<int>(local.size()), MPI_FLOAT, all.data(),
+                             g.counts.data(), g.offsets.data(), MPI_FLOAT, comm_, &g.request);
+    });
     bytes_ += static_cast<std::int64_t>(sizeof(float)) * offset;
-    GSQ_CHECK(rc == MPI_SUCCESS, ErrorCode::kInvalidArgument,
-              "MpiReducer::allgather: MPI_Allgatherv failed with code " + std::to_string(rc));
   }
 
-  /// Seconds spent in allgather and bytes received (every rank's buffer), since construction.
+  void progress() override {
+    if (pending_.empty()) return;
+    int flag = 0;
+    timed("MPI_Testall", [&] {
+      requests_.clear();
+      for (const Pending& g : pending_) requests_.push_back(g.request);
+      const int rc = MPI_Testall(static_cast<int>(requests_.size()), requests_.data(), &flag, MPI_STATUSES_IGNORE);
+      if (flag != 0) pending_.clear();  // all complete: MPI freed the requests
+      return rc;
+    });
+  }
+
+  void wait_all() override {
+    timed("MPI_Waitall", [&] {
+      requests_.clear();
+      for (const Pending& g : pending_) requests_.push_back(g.request);
+      const int rc = MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE);
+      pending_.clear();
+      return rc;
+    });
+  }
+
+  /// Seconds spent inside MPI calls and bytes received (every rank's buffers), since construction.
   double seconds() const noexcept { return seconds_; }
   std::int64_t bytes() const noexcept { return bytes_; }
 
  private:
+  /// One started gather: its request and the int arrays MPI reads until it completes.
+  struct Pending {
+    MPI_Request request = MPI_REQUEST_NULL;
+    std::vector<int> counts, offsets;
+  };
+
+  template <class Call>
+  void timed(const char* what, Call call) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const int rc = call();
+    seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    GSQ_CHECK(rc == MPI_SUCCESS, ErrorCode::kInvalidArgument,
+              std::string("MpiReducer: ") + what + " failed with code " + std::to_string(rc));
+  }
+
   MPI_Comm comm_;
+  std::deque<Pending> pending_;  // deque: started requests' arrays never move
+  std::vector<MPI_Request> requests_;
   int ranks_ = 1;
   int rank_ = 0;
   double seconds_ = 0.0;

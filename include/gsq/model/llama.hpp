@@ -36,6 +36,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -369,9 +370,14 @@ class Llama {
     return logits;
   }
 
+  /// Called by backward when a group of parameters() (see there) has its final
+  /// gradients: the final norm and lm_head first, then block n−1 … block 0, then the
+  /// embedding. Data parallelism starts exchanging a group while the rest runs.
+  using GroupDone = std::function<void(std::size_t group)>;
+
   /// Backward from dlogits [batch·seq, vocab] of the cached forward: accumulates the
   /// gradients of every trainable parameter.
-  void backward(MatrixView<const float> dlogits, Cache& cache) {
+  void backward(MatrixView<const float> dlogits, Cache& cache, const GroupDone& done = {}) {
     ContextScope in_context(*context_);
     GSQ_CHECK(cache.batch > 0 && cache.blocks.size() == blocks_.size(),
               ErrorCode::kInvalidArgument, "Llama::backward: the cache was not filled by forward");
@@ -388,6 +394,7 @@ class Llama {
                      {.alpha = 1.0f, .accumulate = true});
     }
     final_norm_.backward(dh, dx, cache.final_norm);
+    if (done) done(blocks_.size() + 1);
     for (std::size_t l = blocks_.size(); l-- > 0;) {
       BlockCache& kept = cache.blocks[l];
       if (kept.input.rank() == 2) {  // checkpointed: rerun the block's forward first
@@ -400,15 +407,26 @@ class Llama {
       } else {
         block_backward(blocks_[l], dx, kept);
       }
+      if (done) done(l + 1);
     }
     embedding_.backward(cache.ids, dx);
+    if (done) done(0);
   }
 
   /// Trainable parameters under their Hugging Face / PEFT names, e.g.
-  /// "model.layers.0.self_attn.q_proj.lora_a".
-  ParameterList parameters() {
+  /// "model.layers.0.self_attn.q_proj.lora_a". They come in n_layers + 2 contiguous
+  /// groups: the embedding, block 0 … block n−1, then the final norm and lm_head;
+  /// `groups`, when given, receives how many Parameters each group has (some may be 0).
+  ParameterList parameters(std::vector<std::size_t>* groups = nullptr) {
     ParameterList out;
+    std::size_t group_start = 0;
+    auto end_group = [&] {
+      if (groups != nullptr) groups->push_back(out.size() - group_start);
+      group_start = out.size();
+    };
+    if (groups != nullptr) groups->clear();
     append_parameters(out, "model.embed_tokens.", embedding_.parameters());
+    end_group();
     for (std::size_t l = 0; l < blocks_.size(); ++l) {
       Block& b = blocks_[l];
       const std::string p = "model.layers." + std::to_string(l) + ".";
@@ -419,9 +437,11 @@ class Llama {
       append_parameters(out, p + "self_attn.o_proj.", b.o_proj.parameters());
       append_parameters(out, p + "post_attention_layernorm.", b.mlp_norm.parameters());
       append_parameters(out, p + "mlp.", b.mlp.parameters());
+      end_group();
     }
     append_parameters(out, "model.norm.", final_norm_.parameters());
     if (lm_head_grad_.numel() > 0) out.push_back({"lm_head.weight", &lm_head_, &lm_head_grad_});
+    end_group();
     return out;
   }
   void zero_grad() { zero_grads(parameters()); }
@@ -444,13 +464,14 @@ class Llama {
   CrossEntropyResult loss_and_backward(std::span<const std::int32_t> ids,
                                        std::span<const std::int32_t> targets,
                                        std::span<const std::uint8_t> mask, std::int64_t batch,
-                                       Cache& cache, double normalizer = 0.0) {
+                                       Cache& cache, double normalizer = 0.0,
+                                       const GroupDone& done = {}) {
     ContextScope in_context(*context_);
     MatrixView<float> logits = scratch(ws_.logits, static_cast<std::int64_t>(ids.size()),
                                        config_.vocab_size);
     forward(ids, batch, logits, &cache);
     const CrossEntropyResult r = cross_entropy_backward(logits, targets, mask, logits, normalizer);
-    backward(logits, cache);
+    backward(logits, cache, done);
     return r;
   }
 

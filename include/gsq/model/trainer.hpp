@@ -173,11 +173,13 @@ struct TrainerConfig {
 };
 
 /// The seam of data-parallel training: compute gradients → reduce → apply the update.
-/// The trainer packs the gradients of the micro-batches this process owns into one flat
-/// buffer (per micro-batch: every trainable gradient, then its loss sum); `allgather`
-/// gives every process the concatenation of every process's buffer, rank 0's first —
-/// which is micro-batch order, because rank r owns micro-batches [r·M/R, (r+1)·M/R).
-/// The trainer then adds the parts in micro-batch index order itself, so the sum never
+/// The trainer exchanges the gradients of the micro-batches this process owns in
+/// groups (Llama::parameters(): the final norm and lm_head, then each block, then the
+/// embedding with the loss sums), in the order backward finishes them, so the exchange
+/// of block i runs while block i−1's backward computes. Each exchange is an allgather:
+/// every process receives every process's buffer unchanged, rank 0's first — which is
+/// micro-batch order, because rank r owns micro-batches [r·M/R, (r+1)·M/R). The
+/// trainer then adds the parts in micro-batch index order itself, so the sum never
 /// depends on a library's reduction order or on the number of processes. Token counts
 /// need no exchange: every process holds the whole global batch (same seeded sampler)
 /// and normalises by its token count. The default is one process (a copy);
@@ -187,12 +189,20 @@ class GradientReducer {
   virtual ~GradientReducer() = default;
   virtual int ranks() const noexcept { return 1; }
   virtual int rank() const noexcept { return 0; }
-  /// `all` ← every rank's `local`, rank 0 first; rank r contributes counts[r] floats.
-  virtual void allgather(std::span<const float> local, std::span<const std::int64_t> counts,
-                         std::span<float> all) {
+  /// Starts `all` ← every rank's `local`, rank 0 first; rank r contributes counts[r]
+  /// floats (read during the call only). Every rank starts the same gathers in the same
+  /// order; `local` and `all` stay untouched until wait_all(). An implementation may
+  /// complete the gather at once.
+  virtual void start_allgather(std::span<const float> local, std::span<const std::int64_t> counts,
+                               std::span<float> all) {
     (void)counts;
     std::copy(local.begin(), local.end(), all.begin());
   }
+  /// Called between blocks of backward: lets started gathers advance (MPI libraries
+  /// without a progress thread move nonblocking collectives only inside MPI calls).
+  virtual void progress() {}
+  /// Completes every started gather.
+  virtual void wait_all() {}
 };
 
 /// What one step did.
@@ -204,7 +214,7 @@ struct TrainStep {
   double grad_norm = 0.0;       // global gradient norm before clipping
   float lr = 0.0f;              // learning rate used by this update
   double seconds = 0.0;         // wall time of the step
-  double comm_seconds = 0.0;    // of which waiting on the gradient reducer
+  double comm_seconds = 0.0;    // of which waiting for the gradient exchange to complete
 };
 
 /// The trainer's whole mutable state, as plain data (see the file comment).
@@ -259,7 +269,17 @@ class Trainer {
   Trainer(Llama& model, TrainerConfig config)
       : model_(&model), config_((config.validate(), config)), schedule_(config_.schedule()) {
     ContextScope in_context(model.context());
-    params_ = model_->parameters();
+    std::vector<std::size_t> group_sizes;
+    params_ = model_->parameters(&group_sizes);
+    std::size_t at = 0;
+    for (std::size_t n : group_sizes) {
+      ExchangeGroup& g = groups_.emplace_back();
+      g.first = at;
+      g.last = at += n;
+      for (std::size_t p = g.first; p < g.last; ++p) g.floats += params_[p].grad->numel();
+      g.stride = g.floats;
+    }
+    groups_.front().stride += 2;  // the part's loss sum travels with the embedding's group
     GSQ_CHECK(!params_.empty(), ErrorCode::kInvalidArgument,
               "Trainer: the model has no trainable parameters (no adapter on any projection?)");
     check_parameters(params_, "Trainer");
@@ -361,11 +381,13 @@ class Trainer {
   }
 
   /// Forward and backward of part `i` from zero gradients; returns its loss sum.
-  double run_part(std::span<const BatchView> parts, std::size_t i, double normalizer) {
+  /// `done` hears of each parameter group whose gradients are final (Llama::backward).
+  double run_part(std::span<const BatchView> parts, std::size_t i, double normalizer,
+                  const Llama::GroupDone& done = {}) {
     const BatchView& b = parts[i];
     prepare_micro_batch(static_cast<std::int64_t>(i), static_cast<std::int64_t>(parts.size()));
     zero_grads(params_);
-    return model_->loss_and_backward(b.inputs, b.targets, b.mask, b.rows, cache_, normalizer).sum;
+    return model_->loss_and_backward(b.inputs, b.targets, b.mask, b.rows, cache_, normalizer, done).sum;
   }
 
   /// All parts in this process: a running sum in part order (one extra gradient copy).
@@ -395,9 +417,18 @@ class Trainer {
     return loss_sum;
   }
 
-  /// Rank r runs parts [first(r), first(r+1)); every rank gathers all parts' gradients
-  /// and loss sums (one flat buffer per part: gradients, then the loss as a double in
-  /// two floats) and adds them in part order.
+  /// One exchanged group of parameters (see GradientReducer): params_[first, last),
+  /// `floats` gradient values per part (plus the loss, as a double in two floats, in
+  /// group 0), this rank's parts in `local`, every rank's in `all`.
+  struct ExchangeGroup {
+    std::size_t first = 0, last = 0;
+    std::int64_t floats = 0, stride = 0;
+    std::vector<float> local, all;
+  };
+
+  /// Rank r runs parts [first(r), first(r+1)). Each group of its last part is handed
+  /// to the reducer as soon as backward finishes it (the other parts' groups are
+  /// packed as they finish too), then every rank adds all parts in part order.
   double run_parts_distributed(std::span<const BatchView> parts, double normalizer, TrainStep& s) {
     const auto m = static_cast<std::int64_t>(parts.size());
     const int ranks = reducer_->ranks();
@@ -405,41 +436,56 @@ class Trainer {
     GSQ_CHECK(m >= ranks, ErrorCode::kInvalidArgument,
               "Trainer::step: " + std::to_string(m) + " micro-batches for " + std::to_string(ranks) +
                   " ranks (every rank needs at least one)");
-    const std::int64_t grads = gradient_count();
-    const std::int64_t stride = grads + 2;
     auto first_of = [&](int r) { return static_cast<std::int64_t>(r) * m / ranks; };
     const std::int64_t first = first_of(me), last = first_of(me + 1);
-    std::vector<float> local(static_cast<std::size_t>((last - first) * stride));
-    for (std::int64_t i = first; i < last; ++i) {
-      const double sum = run_part(parts, static_cast<std::size_t>(i), normalizer);
-      float* out = local.data() + (i - first) * stride;
-      for (const Parameter& p : params_) out = std::copy(p.grad->begin(), p.grad->end(), out);
-      std::memcpy(out, &sum, sizeof(double));
-    }
-    std::vector<float> all(static_cast<std::size_t>(m * stride));
     std::vector<std::int64_t> counts(static_cast<std::size_t>(ranks));
-    for (int r = 0; r < ranks; ++r) counts[static_cast<std::size_t>(r)] = (first_of(r + 1) - first_of(r)) * stride;
-    const auto c0 = std::chrono::steady_clock::now();
-    reducer_->allgather(local, counts, all);
-    s.comm_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - c0).count();
-    std::int64_t at = 0;
-    for (const Parameter& p : params_) {
-      float* g = p.grad->data();
-      const std::int64_t n = p.grad->numel();
-      for (std::int64_t i = 0; i < m; ++i) {
-        const float* part = all.data() + i * stride + at;
-        if (i == 0) {
-          std::copy(part, part + n, g);
-        } else {
-          for (std::int64_t k = 0; k < n; ++k) g[k] += part[k];
+    for (ExchangeGroup& g : groups_) {
+      g.local.resize(static_cast<std::size_t>((last - first) * g.stride));
+      g.all.resize(static_cast<std::size_t>(m * g.stride));
+    }
+    auto start = [&](ExchangeGroup& g) {
+      if (g.stride == 0) return;  // nothing trainable in it, on every rank alike
+      for (int r = 0; r < ranks; ++r) counts[static_cast<std::size_t>(r)] = (first_of(r + 1) - first_of(r)) * g.stride;
+      reducer_->start_allgather(g.local, counts, g.all);
+    };
+    for (std::int64_t i = first; i < last; ++i) {
+      const bool exchange_now = i + 1 == last;
+      auto pack = [&](std::size_t group) {
+        ExchangeGroup& g = groups_[group];
+        float* out = g.local.data() + (i - first) * g.stride;
+        for (std::size_t p = g.first; p < g.last; ++p) out = std::copy(params_[p].grad->begin(), params_[p].grad->end(), out);
+        if (exchange_now && group != 0) {
+          start(g);
+          reducer_->progress();
         }
+      };
+      const double sum = run_part(parts, static_cast<std::size_t>(i), normalizer, pack);
+      std::memcpy(groups_[0].local.data() + (i - first) * groups_[0].stride + groups_[0].floats, &sum, sizeof(double));
+    }
+    start(groups_[0]);
+    const auto c0 = std::chrono::steady_clock::now();
+    reducer_->wait_all();
+    s.comm_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - c0).count();
+    for (const ExchangeGroup& g : groups_) {
+      std::int64_t at = 0;
+      for (std::size_t p = g.first; p < g.last; ++p) {
+        float* grad = params_[p].grad->data();
+        const std::int64_t n = params_[p].grad->numel();
+        for (std::int64_t i = 0; i < m; ++i) {
+          const float* part = g.all.data() + i * g.stride + at;
+          if (i == 0) {
+            std::copy(part, part + n, grad);
+          } else {
+            for (std::int64_t k = 0; k < n; ++k) grad[k] += part[k];
+          }
+        }
+        at += n;
       }
-      at += n;
     }
     double loss_sum = 0.0;
     for (std::int64_t i = 0; i < m; ++i) {
       double part = 0.0;
-      std::memcpy(&part, all.data() + i * stride + grads, sizeof(double));
+      std::memcpy(&part, groups_[0].all.data() + i * groups_[0].stride + groups_[0].floats, sizeof(double));
       loss_sum += part;
     }
     return loss_sum;
@@ -525,6 +571,7 @@ class Trainer {
   Llama::Cache cache_;
   std::int64_t steps_ = 0;
   GradientReducer* reducer_ = nullptr;
+  std::vector<ExchangeGroup> groups_;  // data parallelism's exchange buffers, kept across steps
 };
 
 GSQ_NAMESPACE_END
