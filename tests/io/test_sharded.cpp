@@ -179,6 +179,13 @@ TEST_SUITE("io") {
         const gsq::Tensor<float> l1 = logits_of(m1);
         CHECK(same_bits(l1, logits_of(m2)));
         CHECK(same_bits(l1, logits_of(m3)));
+        // The streaming loads keep the BF16 tables as BF16 (the map holds FP32 copies):
+        // half their bytes, the same logits.
+        CHECK(m1.embedding().weight().is_bf16());
+        CHECK(m1.classifier_weight().is_bf16());
+        CHECK(!m3.embedding().weight().is_bf16());
+        const std::int64_t table_bytes = c.vocab_size * c.dim * 2 * (tied ? 1 : 2);
+        CHECK(m3.weight_bytes() - m1.weight_bytes() == table_bytes);
       }
   }
 
@@ -406,7 +413,11 @@ TEST_SUITE("io") {
           gsq::Llama m2(q.config(), q, opts);
           CHECK(m1.weight_bytes() == m2.weight_bytes());
           CHECK(same_bits(logits_of(m1), logits_of(m2)));
-          CHECK(same_bits(m1.embedding().weight(), m2.embedding().weight()));
+          // The random checkpoint is BF16: the frozen table stays BF16 through the saved base.
+          CHECK(m1.embedding().weight().is_bf16());
+          CHECK(m2.embedding().weight().is_bf16());
+          CHECK(same_bits(m1.embedding().weight().widened(gsq::MemoryCategory::kScratch),
+                          m2.embedding().weight().widened(gsq::MemoryCategory::kScratch)));
           // Asking for another stored form is an error that says what the file holds.
           gsq::LlamaOptions other = opts;
           other.base_format = f == gsq::WeightFormat::kNf4 ? gsq::WeightFormat::kFp32 : gsq::WeightFormat::kNf4;
@@ -453,6 +464,9 @@ TEST_SUITE("io") {
       const gsq::Tensor<float>& qh = half.at("model.layers.1.self_attn.q_proj.weight");
       for (std::int64_t i = 0; i < q.numel(); ++i)
         REQUIRE(qh.data()[i] == gsq::bf16_to_float(gsq::float_to_bf16(q.data()[i])));
+      // The BF16 tables are written as held (no rounding: they came from BF16).
+      CHECK(same_bits(whole.at("model.embed_tokens.weight"), half.at("model.embed_tokens.weight")));
+      if (!tied) CHECK(same_bits(whole.at("lm_head.weight"), half.at("lm_head.weight")));
     }
   }
 }

@@ -4,7 +4,9 @@
 #include <vector>
 
 #include "component_test_support.hpp"
+#include "gsq/core/bf16.hpp"
 #include "gsq/core/error.hpp"
+#include "gsq/core/float_matrix.hpp"
 #include "gsq/core/parallel.hpp"
 #include "gsq/nn/embedding.hpp"
 #include "support/test_support.hpp"
@@ -17,8 +19,29 @@ TEST_SUITE("nn") {
     emb.forward(ids, out);
     for (std::size_t t = 0; t < ids.size(); ++t)
       CHECK(gsq::test::bitwise_equal(out.view().row(static_cast<std::int64_t>(t)),
-                                     emb.weight().view().row(ids[t]), 7));
+                                     emb.weight().f32().view().row(ids[t]), 7));
     CHECK(emb.parameters().empty());  // frozen by default
+  }
+
+  TEST_CASE("embedding: a BF16 table gathers exactly the rows of its FP32 copy, and widens to train") {
+    const gsq::Tensor<float> w = gsq::test::normal_matrix(17, 33, 6);
+    gsq::Tensor<gsq::bf16> h({17, 33}, gsq::MemoryCategory::kWeights);
+    gsq::Tensor<float> wide({17, 33});
+    for (std::int64_t i = 0; i < w.numel(); ++i) {
+      h.data()[i] = gsq::to_bf16(w.data()[i]);
+      wide.data()[i] = h.data()[i].to_float();
+    }
+    gsq::Embedding half(gsq::FloatMatrix(h.clone())), full(wide.clone());
+    CHECK(half.weight().is_bf16());
+    CHECK(half.weight().bytes() * 2 == full.weight().bytes());
+    const std::vector<std::int32_t> ids = {16, 0, 5, 5, 1, 15, 2};
+    gsq::Tensor<float> a({7, 33}), b({7, 33});
+    half.forward(ids, a);
+    full.forward(ids, b);
+    CHECK(gsq::test::bitwise_equal(a.data(), b.data(), a.numel()));
+    gsq::Embedding trained(gsq::FloatMatrix(h.clone()), /*trainable=*/true);
+    CHECK(!trained.weight().is_bf16());
+    CHECK(gsq::test::bitwise_equal(trained.weight().f32().data(), wide.data(), wide.numel()));
   }
 
   TEST_CASE("embedding: backward scatter-adds repeated ids and matches finite differences") {
@@ -31,7 +54,8 @@ TEST_SUITE("nn") {
       emb.forward(ids, y);
       return gsq::test::weighted_sum(y, w);
     };
-    CHECK(gsq::test::check_gradient(emb.weight().data(), emb.grad().data(), emb.weight().numel(),
+    gsq::Tensor<float>& table = *emb.parameters().at(0).value;
+    CHECK(gsq::test::check_gradient(table.data(), emb.grad().data(), table.numel(),
                                     loss, "dW", 1e-2f, 1e-4, 1e-4, 630) == 0);
     // Row 4 got three contributions, row 2 none.
     for (std::int64_t c = 0; c < 70; ++c) {

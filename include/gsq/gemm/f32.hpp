@@ -40,6 +40,13 @@ inline void gemm_f32(MatrixView<const float> a, bool transpose_a, MatrixView<con
   detail::float_gemm<float, float>(a, transpose_a, b, transpose_b, c, options, false, "gemm_f32");
 }
 
+/// The same with op(B) stored as BF16 (a frozen table kept in its checkpoint's dtype):
+/// widened exactly in packing, so the bits are those of gemm_f32 over B's FP32 copy.
+inline void gemm_f32(MatrixView<const float> a, bool transpose_a, MatrixView<const bf16> b,
+                     bool transpose_b, MatrixView<float> c, const GemmOptions& options = {}) {
+  detail::float_gemm<float, bf16>(a, transpose_a, b, transpose_b, c, options, false, "gemm_f32");
+}
+
 /// C (+)= alpha · op(A) · op(B) with BF16 operands (FP32 ones rounded in packing) and
 /// FP32 accumulation (vdpbf16ps).
 inline void gemm_bf16(MatrixView<const float> a, bool transpose_a, MatrixView<const float> b,

@@ -34,10 +34,12 @@
 #include <map>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "gsq/core/config.hpp"
 #include "gsq/core/error.hpp"
+#include "gsq/core/float_matrix.hpp"
 #include "gsq/core/memory.hpp"
 #include "gsq/core/tensor.hpp"
 #include "gsq/format/uniform.hpp"
@@ -156,10 +158,10 @@ inline void write_hf_llama(const std::filesystem::path& dir, const LlamaWeights&
 /// dequantized, norms and embeddings as the model holds them. Only that tensor is built.
 inline Tensor<float> merged_llama_tensor(Llama& model, const std::string& name) {
   const LlamaConfig& c = model.config();
-  if (name == "model.embed_tokens.weight") return model.embedding().weight().clone();
+  if (name == "model.embed_tokens.weight") return model.embedding().weight().widened(MemoryCategory::kWeights);
   if (name == "model.norm.weight") return model.final_norm().weight().clone();
   if (name == "lm_head.weight" && !c.tied_embeddings)
-    return Tensor<float>::copy_of(model.classifier_weight(), MemoryCategory::kWeights);
+    return model.classifier_weight().widened(MemoryCategory::kWeights);
   for (std::int64_t l = 0; l < model.n_layers(); ++l) {
     const std::string prefix = llama_layer_tensor_name(l, "");
     if (!name.starts_with(prefix)) continue;
@@ -197,6 +199,39 @@ inline LlamaWeights merged_llama_weights(Llama& model) {
   check_llama_weights(w);
   return w;
 }
+
+namespace detail {
+/// The embedding or the untied classifier when `name` is one and it is frozen (so the
+/// merged model holds it unchanged), else nullptr.
+inline const FloatMatrix* frozen_table(Llama& model, const std::string& name) {
+  if (model.options().train_embedding) return nullptr;
+  if (name == "model.embed_tokens.weight") return &model.embedding().weight();
+  if (name == "lm_head.weight" && !model.config().tied_embeddings) return &model.classifier_weight();
+  return nullptr;
+}
+/// Appends `t` to the writer's current tensor a block of rows at a time: BF16 into a
+/// BF16 file as stored, anything else widened then converted by append_float.
+inline void append_table(SafetensorsStreamWriter& out, const FloatMatrix& t, DType dtype) {
+  constexpr std::int64_t kValues = std::int64_t{1} << 20;
+  const std::int64_t block = std::max<std::int64_t>(1, kValues / t.cols());
+  std::vector<float> rows(static_cast<std::size_t>(std::min(block, t.rows()) * t.cols()));
+  for (std::int64_t r0 = 0; r0 < t.rows(); r0 += block) {
+    const std::int64_t r1 = std::min(t.rows(), r0 + block);
+    const bool raw = t.visit([&](auto v) {
+      using T = typename decltype(v)::value_type;
+      if constexpr (std::is_same_v<T, bf16>) {
+        if (dtype != DType::kBF16) return false;
+        out.append(v.row(r0), static_cast<std::size_t>((r1 - r0) * t.cols()) * sizeof(bf16));
+        return true;
+      }
+      return false;
+    });
+    if (raw) continue;
+    for (std::int64_t r = r0; r < r1; ++r) t.copy_row(r, rows.data() + (r - r0) * t.cols());
+    out.append_float(std::span<const float>(rows.data(), static_cast<std::size_t>((r1 - r0) * t.cols())));
+  }
+}
+}  // namespace detail
 
 /// How write_merged_hf_llama lays the merged model out.
 struct MergedHfOptions {
@@ -240,6 +275,10 @@ inline std::vector<std::filesystem::path> write_merged_hf_llama(const std::files
     }
     SafetensorsStreamWriter out(dir / file, std::move(ws), {{"format", "pt"}});
     for (const SafetensorsStreamWriter::Spec& s : out.order()) {
+      if (const FloatMatrix* table = detail::frozen_table(model, s.name)) {  // never widened whole
+        detail::append_table(out, *table, s.dtype);
+        continue;
+      }
       Tensor<float> t = merged_llama_tensor(model, s.name);
       if (c.rope_style == RopeStyle::kInterleaved) {
         const bool q = s.name.ends_with("self_attn.q_proj.weight"), k = s.name.ends_with("self_attn.k_proj.weight");
@@ -254,7 +293,7 @@ inline std::vector<std::filesystem::path> write_merged_hf_llama(const std::files
     write_safetensors_index(dir / kSafetensorsIndexName, total, weight_map);
     files.push_back(dir / kSafetensorsIndexName);
   }
-  io::detail::write_json_file(dir / "config.json", hf_config_json(c));
+  io::detail::write_json_file(dir / "config.json", hf_config_json(c, o.dtype == DType::kBF16 ? "bfloat16" : "float32"));
   files.push_back(dir / "config.json");
   return files;
 }

@@ -18,6 +18,7 @@
 #include <limits>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "gsq/core/config.hpp"
 #include "gsq/core/error.hpp"
@@ -139,8 +140,9 @@ inline LlamaConfig parse_hf_config(const MappedFile& file) {
 }
 
 /// config.json of a Hugging Face LlamaForCausalLM with `c`'s shape (read back by
-/// read_hf_config; the rotary style is always rotate_half there).
-inline io::detail::Json hf_config_json(const LlamaConfig& c) {
+/// read_hf_config; the rotary style is always rotate_half there). `torch_dtype` states
+/// the dtype of the tensors written beside it ("float32" or "bfloat16").
+inline io::detail::Json hf_config_json(const LlamaConfig& c, std::string_view torch_dtype = "float32") {
   io::detail::Json j = {{"architectures", {"LlamaForCausalLM"}},
           {"model_type", "llama"},
           {"hidden_size", c.dim},
@@ -158,7 +160,7 @@ inline io::detail::Json hf_config_json(const LlamaConfig& c) {
           {"hidden_act", "silu"},
           {"attention_bias", false},
           {"mlp_bias", false},
-          {"torch_dtype", "float32"}};
+          {"torch_dtype", std::string(torch_dtype)}};
   if (c.rope_scaling.enabled())
     j["rope_scaling"] = {{"rope_type", "llama3"},
                          {"factor", c.rope_scaling.factor},

@@ -113,9 +113,27 @@ class HfLlamaSource final : public LlamaWeightSource {
       const std::int64_t r1 = std::min(rows, r0 + block);
       SafetensorsShards::read_rows(e, r0, r1,
                                    std::span<float>(t.data() + r0 * cols, static_cast<std::size_t>((r1 - r0) * cols)));
+      SafetensorsShards::release(e);
     }
-    SafetensorsShards::release(e);
     return t;
+  }
+
+  /// BF16 tables are copied as stored (the memory of the file, exact); others widened.
+  FloatMatrix take_table(const std::string& name, const std::vector<std::int64_t>& shape) override {
+    if (plan_.count(name) == 0 || plan_.at(name).entry->dtype != DType::kBF16) return FloatMatrix(take(name, shape));
+    const ShardedEntry& e = locate(name, shape);
+    Tensor<bf16> t = make_tensor<bf16>(shape, MemoryCategory::kWeights, name);
+    const std::span<const std::uint8_t> bytes = e.file->raw(*e.entry);
+    GSQ_CHECK(static_cast<std::int64_t>(bytes.size()) == t.bytes(), ErrorCode::kShapeMismatch,
+              source_ + ": tensor \"" + name + "\" holds " + std::to_string(bytes.size()) + " bytes, not " +
+                  std::to_string(t.bytes()));
+    const std::int64_t block_bytes = kBlockValues * 2;
+    for (std::int64_t at = 0; at < t.bytes(); at += block_bytes) {
+      const std::int64_t n = std::min(block_bytes, t.bytes() - at);
+      std::memcpy(reinterpret_cast<std::uint8_t*>(t.data()) + at, bytes.data() + at, static_cast<std::size_t>(n));
+      SafetensorsShards::release(e);  // the file's pages never add up to the table's size
+    }
+    return FloatMatrix(std::move(t));
   }
 
   FrozenWeight take_frozen(const std::string& name, const std::vector<std::int64_t>& shape,

@@ -24,10 +24,12 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "gsq/core/config.hpp"
 #include "gsq/core/error.hpp"
+#include "gsq/core/float_matrix.hpp"
 #include "gsq/io/dtype.hpp"
 #include "gsq/io/export.hpp"
 #include "gsq/io/llama_weights.hpp"
@@ -91,8 +93,19 @@ inline void save_quantized_base(const std::filesystem::path& path, Llama& model,
     }
     refs.push_back({name, DType::kBF16, shape, std::span<const std::uint8_t>(b)});
   };
+  // A BF16 table is written as it is held (no copy); an FP32 one through put_float.
+  auto put_table = [&](const std::string& name, const FloatMatrix& t) {
+    const std::vector<std::int64_t> shape{t.rows(), t.cols()};
+    t.visit([&](auto v) {
+      using T = std::remove_cv_t<typename decltype(v)::value_type>;
+      if constexpr (std::is_same_v<T, bf16>)
+        refs.push_back({name, DType::kBF16, shape, iod::as_bytes_of(v.data(), v.rows() * v.cols())});
+      else
+        put_float(name, v.data(), shape);
+    });
+  };
   const std::int64_t d = c.dim;
-  put_float("model.embed_tokens.weight", model.embedding().weight().data(), {c.vocab_size, d});
+  put_table("model.embed_tokens.weight", model.embedding().weight());
   for (std::int64_t l = 0; l < c.n_layers; ++l) {
     Llama::Block& b = model.block(l);
     put_float(llama_layer_tensor_name(l, "input_layernorm.weight"), b.attn_norm.weight().data(), {d});
@@ -135,11 +148,7 @@ inline void save_quantized_base(const std::filesystem::path& path, Llama& model,
     }
   }
   put_float("model.norm.weight", model.final_norm().weight().data(), {d});
-  Tensor<float> head;
-  if (!c.tied_embeddings) {
-    head = Tensor<float>::copy_of(model.classifier_weight(), MemoryCategory::kScratch);
-    put_float("lm_head.weight", head.data(), {c.vocab_size, d});
-  }
+  if (!c.tied_embeddings) put_table("lm_head.weight", model.classifier_weight());
   iod::write_safetensors_raw(path, std::move(refs),
                         {{"format", std::string(kQuantizedBaseFormatName)},
                          {"format_version", "1"},
@@ -190,6 +199,14 @@ class QuantizedBaseSource final : public LlamaWeightSource {
   Tensor<float> take(const std::string& name, const std::vector<std::int64_t>& shape) override {
     const SafetensorsEntry& e = entry(name, shape);
     return st_.to_float(e, MemoryCategory::kWeights);
+  }
+
+  /// Tables saved as BF16 come back as BF16.
+  FloatMatrix take_table(const std::string& name, const std::vector<std::int64_t>& shape) override {
+    if (st_.at(name).dtype != DType::kBF16) return FloatMatrix(take(name, shape));
+    Tensor<bf16> t({shape.at(0), shape.at(1)}, MemoryCategory::kWeights);
+    copy(name, shape, t.data());
+    return FloatMatrix(std::move(t));
   }
 
   FrozenWeight take_frozen(const std::string& name, const std::vector<std::int64_t>& shape,

@@ -228,7 +228,7 @@ inline std::vector<std::filesystem::path> write_random_checkpoint(const std::fil
     write_safetensors_index(dir / kSafetensorsIndexName, total, weight_map);
     files.push_back(dir / kSafetensorsIndexName);
   }
-  io::detail::write_json_file(dir / "config.json", hf_config_json(config));
+  io::detail::write_json_file(dir / "config.json", hf_config_json(config, o.dtype == DType::kBF16 ? "bfloat16" : "float32"));
   files.push_back(dir / "config.json");
   if (o.tokenizer) {
     write_file_atomically(dir / "tokenizer.bin", io::detail::synthetic_llama2c_tokenizer(config.vocab_size));

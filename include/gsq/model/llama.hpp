@@ -47,6 +47,7 @@
 #include "gsq/core/config.hpp"
 #include "gsq/core/context.hpp"
 #include "gsq/core/error.hpp"
+#include "gsq/core/float_matrix.hpp"
 #include "gsq/core/memory.hpp"
 #include "gsq/core/parallel.hpp"
 #include "gsq/core/tensor.hpp"
@@ -254,8 +255,13 @@ class Llama {
       return source.take(name, shape);
     };
     const std::int64_t d = config_.dim, kv = config_.kv_dim(), h = config_.hidden_dim;
-    embedding_ = Embedding(take("model.embed_tokens.weight", {config_.vocab_size, d}),
-                           options_.train_embedding);
+    // Frozen tables stay in the checkpoint's dtype (BF16 for real models); a trainable
+    // one is FP32.
+    auto take_table = [&](const std::string& name) {
+      return options_.train_embedding ? FloatMatrix(take(name, {config_.vocab_size, d}))
+                                      : source.take_table(name, {config_.vocab_size, d});
+    };
+    embedding_ = Embedding(take_table("model.embed_tokens.weight"), options_.train_embedding);
     blocks_.reserve(static_cast<std::size_t>(config_.n_layers));
     for (std::int64_t l = 0; l < config_.n_layers; ++l) {
       using model::detail::layer_tensor;
@@ -280,7 +286,7 @@ class Llama {
     }
     final_norm_ = RmsNorm(take("model.norm.weight", {d}), config_.norm_eps, options_.train_norms);
     if (!config_.tied_embeddings) {
-      lm_head_ = take("lm_head.weight", {config_.vocab_size, d});
+      lm_head_ = take_table("lm_head.weight");
       if (options_.train_embedding)
         lm_head_grad_ = Tensor<float>({config_.vocab_size, d}, MemoryCategory::kGradients);
     }
@@ -292,7 +298,7 @@ class Llama {
     if (options_.integer_classifier && !options_.bits.is_fp32() && !classifier_trainable()) {
       LinearConfig lin;
       lin.bits = options_.bits;
-      classifier_ = Linear(make_classifier_weight(classifier_weight()), lin);
+      classifier_ = Linear(make_classifier_weight(classifier_weight().widened(MemoryCategory::kScratch)), lin);
     }
   }
 
@@ -305,9 +311,9 @@ class Llama {
   Embedding& embedding() noexcept { return embedding_; }
   RmsNorm& final_norm() noexcept { return final_norm_; }
   CausalAttention& attention() noexcept { return attention_; }
-  /// The classifier weight [vocab, dim] (the embedding when tied), in FP32.
-  MatrixView<const float> classifier_weight() const noexcept {
-    return config_.tied_embeddings ? embedding_.weight().view() : lm_head_.view();
+  /// The classifier weight [vocab, dim] (the embedding when tied), FP32 or BF16.
+  const FloatMatrix& classifier_weight() const noexcept {
+    return config_.tied_embeddings ? embedding_.weight() : lm_head_;
   }
   /// Whether logits and dh run through the GSE-INT GEMM (LlamaOptions::integer_classifier
   /// in integer mode with a frozen classifier).
@@ -386,8 +392,10 @@ class Llama {
     MatrixView<float> dx = scratch(ws_.x, tokens, config_.dim);
     MatrixView<float> dh = scratch(ws_.normed, tokens, config_.dim);
     if (classifier_) classifier_->backward(dlogits, cache.classifier, dh);  // dh = dlogits·W
-    else if (options_.classifier_bf16) gemm::gemm_bf16(dlogits, false, classifier_weight(), false, dh);
-    else gemm::gemm_f32(dlogits, false, classifier_weight(), false, dh);
+    else classifier_weight().visit([&](auto w) {
+      if (options_.classifier_bf16) gemm::gemm_bf16(dlogits, false, w, false, dh);
+      else gemm::gemm_f32(dlogits, false, w, false, dh);
+    });
     if (classifier_trainable()) {  // dW += dlogitsᵀ·h
       Tensor<float>& grad = config_.tied_embeddings ? embedding_.grad() : lm_head_grad_;
       gemm::gemm_f32(dlogits, true, cache.hidden.view(), false, grad.view(),
@@ -440,7 +448,7 @@ class Llama {
       end_group();
     }
     append_parameters(out, "model.norm.", final_norm_.parameters());
-    if (lm_head_grad_.numel() > 0) out.push_back({"lm_head.weight", &lm_head_, &lm_head_grad_});
+    if (lm_head_grad_.numel() > 0) out.push_back({"lm_head.weight", &lm_head_.f32(), &lm_head_grad_});
     end_group();
     return out;
   }
@@ -621,16 +629,18 @@ class Llama {
   /// the FP32 one, +2.6%; GSE-INT8 stays within 0.1%), since the logits feed the
   /// softmax directly and NF4's 16 levels per block of 64 are too coarse for them. With
   /// W8 the copy costs vocab·dim bytes plus one exponent per group.
-  FrozenWeight make_classifier_weight(MatrixView<const float> w) const {
-    return FrozenWeight::gse(w, options_.bits.weight_spec());
+  FrozenWeight make_classifier_weight(const Tensor<float>& w) const {
+    return FrozenWeight::gse(w.view(), options_.bits.weight_spec());
   }
 
   /// logits = h·Wᵀ through the integer classifier or in FP32; `cache` (training) keeps
   /// what backward needs.
   void classify(MatrixView<const float> h, MatrixView<float> logits, Linear::Cache* cache) {
     if (classifier_) classifier_->forward(h, logits, cache != nullptr ? *cache : ws_.classifier);
-    else if (options_.classifier_bf16) gemm::gemm_bf16(h, false, classifier_weight(), true, logits);
-    else gemm::gemm_f32(h, false, classifier_weight(), true, logits);
+    else classifier_weight().visit([&](auto w) {
+      if (options_.classifier_bf16) gemm::gemm_bf16(h, false, w, true, logits);
+      else gemm::gemm_f32(h, false, w, true, logits);
+    });
   }
 
   Projection make_projection(std::int64_t layer, std::size_t slot, FrozenWeight w) const {
@@ -776,7 +786,7 @@ class Llama {
   Embedding embedding_;
   std::vector<Block> blocks_;
   RmsNorm final_norm_;
-  Tensor<float> lm_head_;       // untied classifier [vocab, dim]
+  FloatMatrix lm_head_;         // untied classifier [vocab, dim], FP32 or BF16 (see take_table)
   Tensor<float> lm_head_grad_;  // when the classifier trains
   std::optional<Linear> classifier_;  // the integer classifier (integer_classifier)
   Rope rope_;

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "gsq/core/config.hpp"
+#include "gsq/core/float_matrix.hpp"
 #include "gsq/core/memory.hpp"
 #include "gsq/core/rng.hpp"
 #include "gsq/core/tensor.hpp"
@@ -107,6 +108,11 @@ class LlamaWeightSource {
   /// The tensor `name`, which must have `shape`, in FP32 (norms; the embedding and
   /// classifier). Throws naming the tensor if it is absent or misshapen.
   virtual Tensor<float> take(const std::string& name, const std::vector<std::int64_t>& shape) = 0;
+  /// A frozen table (the embedding, the classifier) [rows, cols]: BF16 where the source
+  /// stores it as BF16 (exact, half the memory), else FP32. The default is take().
+  virtual FloatMatrix take_table(const std::string& name, const std::vector<std::int64_t>& shape) {
+    return FloatMatrix(take(name, shape));
+  }
   /// The frozen projection `name` [out, in] in its stored form `format`. The default
   /// quantizes what take() returns; streaming sources quantize row blocks as they read.
   virtual FrozenWeight take_frozen(const std::string& name, const std::vector<std::int64_t>& shape,

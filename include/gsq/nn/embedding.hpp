@@ -7,7 +7,9 @@
 // order, and the result is bit-identical for any thread count.
 //
 // With a tied classifier (LLaMA models of this size), the same table is also the output
-// projection; the model reads it through `weight()` and never copies it.
+// projection; the model reads it through `weight()` and never copies it. A frozen table
+// keeps the dtype it was loaded in (BF16 for real checkpoints: half the memory, read
+// exactly); a trainable one is FP32.
 #pragma once
 
 #include <algorithm>
@@ -17,6 +19,7 @@
 
 #include "gsq/core/config.hpp"
 #include "gsq/core/error.hpp"
+#include "gsq/core/float_matrix.hpp"
 #include "gsq/core/memory.hpp"
 #include "gsq/core/parallel.hpp"
 #include "gsq/core/tensor.hpp"
@@ -28,16 +31,18 @@ class Embedding {
  public:
   Embedding() = default;
   /// `weight` is [vocab, dim].
-  explicit Embedding(Tensor<float> weight, bool trainable = false) : weight_(std::move(weight)) {
-    GSQ_CHECK(weight_.rank() == 2 && weight_.dim(0) > 0 && weight_.dim(1) > 0,
-              ErrorCode::kInvalidExtent, "Embedding: the table must be a non-empty [vocab, dim] matrix");
+  explicit Embedding(Tensor<float> weight, bool trainable = false)
+      : Embedding(FloatMatrix(std::move(weight)), trainable) {}
+  /// `weight` is [vocab, dim], FP32 or BF16 (widened to FP32 when trainable).
+  explicit Embedding(FloatMatrix weight, bool trainable = false) : weight_(std::move(weight)) {
+    GSQ_CHECK(weight_.rows() > 0 && weight_.cols() > 0, ErrorCode::kInvalidExtent,
+              "Embedding: the table must be a non-empty [vocab, dim] matrix");
     set_trainable(trainable);
   }
 
-  std::int64_t vocab_size() const noexcept { return weight_.rank() == 2 ? weight_.dim(0) : 0; }
-  std::int64_t dim() const noexcept { return weight_.rank() == 2 ? weight_.dim(1) : 0; }
-  const Tensor<float>& weight() const noexcept { return weight_; }
-  Tensor<float>& weight() noexcept { return weight_; }
+  std::int64_t vocab_size() const noexcept { return weight_.rows(); }
+  std::int64_t dim() const noexcept { return weight_.cols(); }
+  const FloatMatrix& weight() const noexcept { return weight_; }
   bool trainable() const noexcept { return grad_.numel() > 0; }
   /// The gradient of the table (empty while frozen).
   const Tensor<float>& grad() const noexcept { return grad_; }
@@ -46,6 +51,7 @@ class Embedding {
   /// Allocates (zeroed) or frees the gradient of the table.
   void set_trainable(bool trainable) {
     if (trainable == this->trainable()) return;
+    if (trainable) weight_.to_f32();  // the optimizer updates FP32 masters
     grad_ = trainable ? Tensor<float>({vocab_size(), dim()}, MemoryCategory::kGradients)
                       : Tensor<float>();
   }
@@ -54,10 +60,8 @@ class Embedding {
   void forward(std::span<const std::int32_t> ids, MatrixView<float> out) const {
     check_shape(out, static_cast<std::int64_t>(ids.size()), dim(), "Embedding::forward output");
     check_ids(ids);
-    const std::int64_t d = dim();
     parallel_for(static_cast<std::int64_t>(ids.size()), [&](std::int64_t t) {
-      const float* src = weight_.data() + static_cast<std::int64_t>(ids[t]) * d;
-      std::copy(src, src + d, out.row(t));
+      weight_.copy_row(ids[t], out.row(t));
     }, 16);
   }
 
@@ -83,7 +87,7 @@ class Embedding {
   /// {"weight"} when trainable, else nothing.
   ParameterList parameters() {
     if (!trainable()) return {};
-    return {Parameter{"weight", &weight_, &grad_}};
+    return {Parameter{"weight", &weight_.f32(), &grad_}};
   }
 
  private:
@@ -95,7 +99,7 @@ class Embedding {
                     std::to_string(t) + " is outside the vocabulary of " + std::to_string(v));
   }
 
-  Tensor<float> weight_;
+  FloatMatrix weight_;
   Tensor<float> grad_;
 };
 
