@@ -119,7 +119,7 @@ int finetune(driver::FinetuneSettings& s, const std::vector<int>& ptq_bits, cons
     return driver::load_base_model(s.model, s.tokenizer, /*stream=*/true);
   }();
   const auto& c = base.weights.config;
-  const driver::MemoryEstimate need = driver::check_against_model(s, spec, c, /*print=*/false);
+  const driver::MemoryEstimate need = driver::check_against_model(s, spec, c, base.streamed, /*print=*/false);
   const driver::DataFormat format = driver::parse_data_format(s.data_format);
   driver::Activity loading("loading the data " + s.data);
   const driver::Dataset train = driver::load_dataset(s.data, *base.tokenizer, s.seq_len, s.max_items, format);
@@ -150,7 +150,7 @@ int finetune(driver::FinetuneSettings& s, const std::vector<int>& ptq_bits, cons
     std::printf("  data parallel: %d ranks, %lld micro-batches per step (the same --micro-batches gives the same "
                 "bits on any number of ranks)\n",
                 ranks, static_cast<long long>(s.micro_batches));
-  (void)driver::check_against_model(s, spec, c);  // prints the memory estimate
+  (void)driver::check_against_model(s, spec, c, base.streamed);  // prints the memory estimate
   if (stale > 0) std::printf("  removed %d stale temporary file(s) of an earlier, killed run\n", stale);
   std::fflush(stdout);
 

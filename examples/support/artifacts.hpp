@@ -107,6 +107,17 @@ inline ArtifactResult export_adapter(const std::filesystem::path& dir, gsq::Llam
   return {true, dir.string(), ""};
 }
 
+/// Bytes of the merged model as FP32 tensors.
+inline std::int64_t merged_fp32_bytes(const gsq::LlamaConfig& c) {
+  std::int64_t n = 0;
+  for (const gsq::LlamaTensorSpec& s : gsq::llama_tensor_specs(c)) {
+    std::int64_t e = 4;
+    for (std::int64_t d : s.shape) e *= d;
+    n += e;
+  }
+  return n;
+}
+
 /// LoRA: base + adapters merged into one model; L4Q: the quantized merged model and its
 /// FP32 twin. The tokenizer file is copied in beside the weights.
 inline ArtifactResult export_merged(const std::filesystem::path& final_dir, gsq::Llama& model, const AdapterSpec& spec,
@@ -119,8 +130,9 @@ inline ArtifactResult export_merged(const std::filesystem::path& final_dir, gsq:
     gsq::write_l4q_quantized(dir / "model.l4q.safetensors", q);
     gsq::write_hf_llama(dir, q.dequantized());
     note = "model.l4q.safetensors (int" + std::to_string(spec.quant_bits) + " codes) + FP32 twin";
-  } else if (model.weight_bytes() > (std::int64_t{1} << 30)) {
-    // Large (streamed) models: merged tensor by tensor into BF16 shards, never whole.
+  } else if (merged_fp32_bytes(model.config()) > (std::int64_t{1} << 30)) {
+    // Large models (over 1 GiB as FP32): merged tensor by tensor into BF16 shards, never
+    // whole — the FP32 model would cost more memory than training did.
     gsq::MergedHfOptions mo;
     mo.dtype = gsq::DType::kBF16;
     const auto files = gsq::write_merged_hf_llama(dir, model, mo);

@@ -248,7 +248,7 @@ inline void add_training_flags(CLI::App& app, FinetuneSettings& s) {
 
 /// What a run of `s` on a model of `c` is expected to need at its peak, by part.
 struct MemoryEstimate {
-  std::int64_t weights = 0;      // the FP32 base as loaded + the training model's copy
+  std::int64_t weights = 0;      // the base as stored (+ its FP32 copy where not streamed), adapters, AdamW
   std::int64_t rope = 0;         // RoPE tables for the model's whole context
   std::int64_t activations = 0;  // kept for backward: batch × seq-len tokens
   std::int64_t total() const { return weights + rope + activations; }
@@ -266,18 +266,34 @@ inline std::int64_t saturating_add(std::int64_t a, std::int64_t b) {
 }
 }  // namespace detail
 
-/// An upper-side estimate: per token and layer the block keeps about 12·dim + 4·hidden
-/// floats plus heads × seq-len attention probabilities; the classifier keeps logits and
-/// their gradient (2 · vocab floats per token). Integer runs keep less; this is the bound
-/// a run is refused by, so it errs high. Saturates instead of overflowing.
-inline MemoryEstimate estimate_training_memory(const gsq::LlamaConfig& c, std::int64_t batch, std::int64_t seq_len) {
+/// An upper-side estimate. Weights: the frozen projections in their stored form (NF4
+/// 4.5 bits per weight with its scales, GSE-INT b bits plus an exponent per group, FP32
+/// 32 bits; L4Q counted as FP32), the embedding and classifier as FP32 (BF16 checkpoints
+/// keep them at half that), adapters with gradient and AdamW moments, and an FP32 copy of
+/// the whole base when the model is not streamed from its file. Activations: per token
+/// and layer the block keeps about 12·dim + 4·hidden floats plus heads × seq-len
+/// attention probabilities; the classifier keeps logits and their gradient (2 · vocab
+/// floats per token). Integer runs keep less; this is the bound a run is refused by, so
+/// it errs high. Saturates instead of overflowing.
+inline MemoryEstimate estimate_training_memory(const gsq::LlamaConfig& c, const AdapterSpec& spec, bool streamed,
+                                               std::int64_t batch, std::int64_t seq_len) {
   using detail::saturating_add;
   using detail::saturating_mul;
   MemoryEstimate m;
-  const std::int64_t per_block = saturating_add(saturating_mul(4 * c.dim, c.dim), saturating_mul(3 * c.dim, c.hidden_dim));
-  const std::int64_t base =
-      saturating_add(saturating_mul(2 * c.vocab_size, c.dim), saturating_mul(c.n_layers, per_block));
-  m.weights = saturating_mul(saturating_mul(base, 4), 2);
+  const std::int64_t kv = c.n_kv_heads * c.head_size();
+  const std::int64_t per_block = saturating_add(saturating_mul(2 * c.dim, c.dim + kv), saturating_mul(3 * c.dim, c.hidden_dim));
+  const std::int64_t projections = saturating_mul(c.n_layers, per_block);
+  const std::int64_t tables = saturating_mul(2 * c.vocab_size, c.dim);
+  // Stored bits per projection weight, ×64 to stay in integers.
+  std::int64_t bits64 = 32 * 64;
+  if (spec.method == "lora" && spec.base == gsq::WeightFormat::kNf4) bits64 = 4 * 64 + 32;  // + FP32 absmax / 64
+  if (spec.method == "lora" && spec.base == gsq::WeightFormat::kGse)
+    bits64 = spec.bits.weight * 64 + 8 * 64 / std::max(1, spec.bits.group);
+  const std::int64_t stored = saturating_add(saturating_mul(projections, bits64) / (8 * 64), saturating_mul(tables, 4));
+  const std::int64_t adapter_params = saturating_mul(
+      saturating_mul(c.n_layers, spec.rank), saturating_add(saturating_mul(6, c.dim), saturating_add(2 * kv, 3 * c.hidden_dim)));
+  m.weights = saturating_add(stored, saturating_mul(adapter_params, 4 * 4));  // value, gradient, two moments
+  if (!streamed) m.weights = saturating_add(m.weights, saturating_mul(saturating_add(projections, tables), 4));
   m.rope = saturating_mul(saturating_mul(c.max_seq_len, c.head_size()), 4 * 2);
   const std::int64_t per_layer =
       saturating_add(saturating_add(12 * c.dim, 4 * c.hidden_dim), saturating_mul(c.n_heads, seq_len));
@@ -296,7 +312,7 @@ inline std::int64_t physical_memory_bytes() {
 /// The checks that need the model: rank within every adapted projection, seq-len within
 /// the context, and the memory estimate (printed) within this machine's memory.
 inline MemoryEstimate check_against_model(const FinetuneSettings& s, const AdapterSpec& spec, const gsq::LlamaConfig& c,
-                                          bool print = true) {
+                                          bool streamed, bool print = true) {
   const std::int64_t kv = c.n_kv_heads * c.head_size();
   for (const std::string& t : spec.targets) {
     const std::int64_t in = t == "down_proj" ? c.hidden_dim : c.dim;
@@ -311,7 +327,7 @@ inline MemoryEstimate check_against_model(const FinetuneSettings& s, const Adapt
   if (s.seq_len > c.max_seq_len)
     config_error("--seq-len " + std::to_string(s.seq_len) + " exceeds the model's context of " +
                  std::to_string(c.max_seq_len) + " (max_position_embeddings)");
-  const MemoryEstimate m = estimate_training_memory(c, s.batch, s.seq_len);
+  const MemoryEstimate m = estimate_training_memory(c, spec, streamed, s.batch, s.seq_len);
   const std::int64_t have = physical_memory_bytes();
   if (print)
     std::printf("  memory estimate: %s (weights %s, RoPE tables %s, activations %s for %lld x %lld tokens)%s%s\n",
