@@ -83,6 +83,7 @@ struct FinetuneSettings {
   bool overwrite = false;
   bool fp32_eval = true;
   bool recompute_blocks = false;
+  bool double_quant = false;
 
   std::int64_t warmup_steps() const {
     return warmup >= 0 ? warmup : std::min<std::int64_t>(steps / 20, 100);
@@ -108,6 +109,10 @@ struct FinetuneSettings {
     a.classifier_bf16 = scope.classifier_bf16;
     a.gradient_rounding = parse_gradient_rounding(grad_rounding);
     a.recompute_blocks = recompute_blocks;
+    a.double_quant = double_quant;
+    if (double_quant && a.base != gsq::WeightFormat::kNf4)
+      config_error("--double-quant applies to an NF4 base (--base nf4, the default of integer runs), not " +
+                   std::string(gsq::weight_format_name(a.base)));
     (void)a.options();  // validates method, rank, alpha, L4Q settings
     return a;
   }
@@ -162,7 +167,8 @@ struct FinetuneSettings {
             {"batch", batch},        {"grad_accum", grad_accum}, {"seq_len", seq_len},       {"lr", lr},
             {"warmup", warmup_steps()}, {"min_lr", min_lr},      {"weight_decay", weight_decay},
             {"clip", clip},          {"seed", seed},             {"max_items", max_items},
-            {"data_format", data_format}, {"micro_batches", std::max<std::int64_t>(micro_batches, 1)}};
+            {"data_format", data_format}, {"micro_batches", std::max<std::int64_t>(micro_batches, 1)},
+            {"recompute_blocks", recompute_blocks}, {"double_quant", double_quant}};
   }
 };
 
@@ -286,7 +292,8 @@ inline MemoryEstimate estimate_training_memory(const gsq::LlamaConfig& c, const 
   const std::int64_t tables = saturating_mul(2 * c.vocab_size, c.dim);
   // Stored bits per projection weight, ×64 to stay in integers.
   std::int64_t bits64 = 32 * 64;
-  if (spec.method == "lora" && spec.base == gsq::WeightFormat::kNf4) bits64 = 4 * 64 + 32;  // + FP32 absmax / 64
+  if (spec.method == "lora" && spec.base == gsq::WeightFormat::kNf4)
+    bits64 = 4 * 64 + (spec.double_quant ? 9 : 32);  // + the absmax per 64: FP32, or 8-bit codes + scales
   if (spec.method == "lora" && spec.base == gsq::WeightFormat::kGse)
     bits64 = spec.bits.weight * 64 + 8 * 64 / std::max(1, spec.bits.group);
   const std::int64_t stored = saturating_add(saturating_mul(projections, bits64) / (8 * 64), saturating_mul(tables, 4));
@@ -359,6 +366,7 @@ struct FinetuneResult {
   std::optional<gsq::EvalResult> eval;       // the trained forward
   std::optional<gsq::EvalResult> eval_fp32;  // an FP32 forward of the same adapters
   double seconds = 0.0;         // training only (no evaluation)
+  double load_seconds = 0.0;    // building the model: reading the base, quantizing it
   std::int64_t tokens = 0;      // positions processed by this process
   std::int64_t trainable_params = 0;
   std::int64_t weight_bytes = 0;            // the built model's stored weights
@@ -428,7 +436,11 @@ inline FinetuneResult run_finetune(const FinetuneSettings& s, const BaseModel& b
   const gsq::MemoryUsage before = gsq::memory_usage();
   std::optional<gsq::Llama> holder;
   std::optional<gsq::Llama>& model = model_out != nullptr ? *model_out : holder;
+  const auto load_start = std::chrono::steady_clock::now();
   emplace_model(model, base, spec.options());
+  const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
+  if (hooks.print) std::printf("  model built in %.1f s (base read and stored as %s)\n", load_seconds,
+                               std::string(gsq::weight_format_name(spec.base)).c_str());
   if (hooks.after_build) hooks.after_build(*model);
   gsq::Trainer trainer(*model, tc);
   trainer.set_reducer(hooks.reducer);
@@ -437,6 +449,7 @@ inline FinetuneResult run_finetune(const FinetuneSettings& s, const BaseModel& b
   if (hooks.restore) hooks.restore(trainer, sampler);
 
   FinetuneResult r;
+  r.load_seconds = load_seconds;
   r.first_step = trainer.steps_done();
   r.trainable_params = gsq::parameter_count(trainer.parameters());
   r.weight_bytes = model->weight_bytes();

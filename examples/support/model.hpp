@@ -153,6 +153,7 @@ struct AdapterSpec {
   bool classifier_bf16 = false;  // a float classifier with BF16 operands
   gsq::Rounding gradient_rounding = gsq::Rounding::kNearestEven;
   bool recompute_blocks = false;  // activation checkpointing (LlamaOptions::recompute_blocks)
+  bool double_quant = false;      // NF4 base: QLoRA's 8-bit quantized absmax (LlamaOptions::double_quant)
 
   gsq::LlamaOptions options() const {
     gsq::LlamaOptions o = gsq::LlamaOptions::uniform(bits, base);
@@ -166,6 +167,7 @@ struct AdapterSpec {
     }
     o.target_modules = targets;
     o.recompute_blocks = recompute_blocks;
+    o.double_quant = double_quant;
     if (method == "lora") {
       o.adapter = gsq::ProjectionKind::kLora;
     } else if (method == "l4q") {
@@ -204,7 +206,7 @@ struct AdapterSpec {
       else if (classifier_bf16) s += ", bf16 classifier";
       if (gradient_rounding == gsq::Rounding::kStochastic) s += ", stochastic gradients";
     }
-    return s + " (" + std::string(gsq::weight_format_name(base)) + " base)";
+    return s + " (" + std::string(gsq::weight_format_name(base)) + (double_quant ? ", double-quantized" : "") + " base)";
   }
 };
 

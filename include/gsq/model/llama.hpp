@@ -59,6 +59,7 @@
 #include "gsq/model/weights.hpp"
 #include "gsq/nn/attention.hpp"
 #include "gsq/nn/bits.hpp"
+#include "gsq/nn/classifier_loss.hpp"
 #include "gsq/nn/embedding.hpp"
 #include "gsq/nn/frozen_weight.hpp"
 #include "gsq/nn/l4q_linear.hpp"
@@ -339,9 +340,17 @@ class Llama {
   void forward(std::span<const std::int32_t> ids, std::int64_t batch, MatrixView<float> logits,
                Cache* cache) {
     ContextScope in_context(*context_);
+    check_shape(logits, static_cast<std::int64_t>(ids.size()), config_.vocab_size, "Llama::forward logits");
+    const MatrixView<float> h = forward_hidden(ids, batch, cache);
+    classify(h, logits, cache != nullptr ? &cache->classifier : nullptr);
+  }
+
+  /// The forward up to the classifier's input: the final norm's output [tokens, dim]
+  /// (model scratch, or the cache when the classifier trains).
+  MatrixView<float> forward_hidden(std::span<const std::int32_t> ids, std::int64_t batch, Cache* cache) {
+    ContextScope in_context(*context_);
     const std::int64_t seq = check_batch(ids, batch, "Llama::forward");
     const auto tokens = static_cast<std::int64_t>(ids.size());
-    check_shape(logits, tokens, config_.vocab_size, "Llama::forward logits");
     MatrixView<float> x = scratch(ws_.x, tokens, config_.dim);
     embedding_.forward(ids, x);
     if (cache != nullptr) {
@@ -367,7 +376,7 @@ class Llama {
                                               MemoryCategory::kActivations)
                               : scratch(ws_.normed, tokens, config_.dim);
     final_norm_.forward(x, h, cache != nullptr ? &cache->final_norm : nullptr);
-    classify(h, logits, cache != nullptr ? &cache->classifier : nullptr);
+    return h;
   }
   Tensor<float> forward(std::span<const std::int32_t> ids, std::int64_t batch,
                         Cache* cache = nullptr) {
@@ -389,7 +398,6 @@ class Llama {
               ErrorCode::kInvalidArgument, "Llama::backward: the cache was not filled by forward");
     const auto tokens = static_cast<std::int64_t>(cache.ids.size());
     check_shape(dlogits, tokens, config_.vocab_size, "Llama::backward dlogits");
-    MatrixView<float> dx = scratch(ws_.x, tokens, config_.dim);
     MatrixView<float> dh = scratch(ws_.normed, tokens, config_.dim);
     if (classifier_) classifier_->backward(dlogits, cache.classifier, dh);  // dh = dlogits·W
     else classifier_weight().visit([&](auto w) {
@@ -397,10 +405,18 @@ class Llama {
       else gemm::gemm_f32(dlogits, false, w, false, dh);
     });
     if (classifier_trainable()) {  // dW += dlogitsᵀ·h
-      Tensor<float>& grad = config_.tied_embeddings ? embedding_.grad() : lm_head_grad_;
-      gemm::gemm_f32(dlogits, true, cache.hidden.view(), false, grad.view(),
+      gemm::gemm_f32(dlogits, true, cache.hidden.view(), false, classifier_grad().view(),
                      {.alpha = 1.0f, .accumulate = true});
     }
+    backward_hidden(dh, cache, done);
+  }
+
+  /// Backward from dh, the gradient of forward_hidden's output, through the final norm,
+  /// the blocks and the embedding.
+  void backward_hidden(MatrixView<const float> dh, Cache& cache, const GroupDone& done = {}) {
+    ContextScope in_context(*context_);
+    const auto tokens = static_cast<std::int64_t>(cache.ids.size());
+    MatrixView<float> dx = scratch(ws_.x, tokens, config_.dim);
     final_norm_.backward(dh, dx, cache.final_norm);
     if (done) done(blocks_.size() + 1);
     for (std::size_t l = blocks_.size(); l-- > 0;) {
@@ -460,6 +476,9 @@ class Llama {
   CrossEntropyResult loss(std::span<const std::int32_t> ids, std::span<const std::int32_t> targets,
                           std::span<const std::uint8_t> mask, std::int64_t batch) {
     ContextScope in_context(*context_);
+    if (!classifier_)  // fused, chunked over the vocabulary (nn/classifier_loss.hpp)
+      return classifier_cross_entropy(forward_hidden(ids, batch, nullptr), classifier_weight(), targets, mask,
+                                      {}, nullptr, {.bf16 = options_.classifier_bf16});
     MatrixView<float> logits = scratch(ws_.logits, static_cast<std::int64_t>(ids.size()),
                                        config_.vocab_size);
     forward(ids, batch, logits, nullptr);
@@ -475,6 +494,15 @@ class Llama {
                                        Cache& cache, double normalizer = 0.0,
                                        const GroupDone& done = {}) {
     ContextScope in_context(*context_);
+    if (!classifier_) {  // the float classifier: fused with the loss, chunked over the vocabulary
+      const MatrixView<const float> h = forward_hidden(ids, batch, &cache);
+      MatrixView<float> dh = scratch(ws_.tmp, static_cast<std::int64_t>(ids.size()), config_.dim);
+      const CrossEntropyResult r = classifier_cross_entropy(
+          h, classifier_weight(), targets, mask, dh, classifier_trainable() ? &classifier_grad() : nullptr,
+          {.bf16 = options_.classifier_bf16, .normalizer = normalizer});
+      backward_hidden(dh, cache, done);
+      return r;
+    }
     MatrixView<float> logits = scratch(ws_.logits, static_cast<std::int64_t>(ids.size()),
                                        config_.vocab_size);
     forward(ids, batch, logits, &cache);
@@ -604,6 +632,9 @@ class Llama {
   }
 
   bool classifier_trainable() const noexcept { return options_.train_embedding; }
+  Tensor<float>& classifier_grad() noexcept {
+    return config_.tied_embeddings ? embedding_.grad() : lm_head_grad_;
+  }
 
   bool is_target(std::size_t slot) const {
     return options_.adapter != ProjectionKind::kFrozen &&
