@@ -94,16 +94,8 @@ inline CrossEntropyResult classifier_cross_entropy(MatrixView<const float> h, co
       for (std::int64_t j = 0; j < n; ++j) m = std::max(m, row[j]);
       double sum = row_sum[i];
       if (c > 0 && m > row_max[i]) sum *= std::exp(static_cast<double>(row_max[i]) - static_cast<double>(m));
-      // The exponentials in blocks of 256, summed in order: log_sum_exp's arithmetic.
-      constexpr std::int64_t kBlock = 256;
-      float e[kBlock];
-      for (std::int64_t j0 = 0; j0 < n; j0 += kBlock) {
-        const std::int64_t len = std::min(kBlock, n - j0);
-        for (std::int64_t j = 0; j < len; ++j) e[j] = nn::detail::exp_approx(row[j0 + j] - m);
-        for (std::int64_t j = 0; j < len; ++j) sum += e[j];
-      }
       row_max[i] = m;
-      row_sum[i] = sum;
+      row_sum[i] = nn::detail::add_exp_sum(row, n, m, sum);  // log_sum_exp's arithmetic
       const std::int32_t target = targets[i];
       if (target >= v0 && target < v0 + n) target_logit[i] = row[target - v0];
     }, 4);

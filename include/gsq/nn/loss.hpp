@@ -52,20 +52,24 @@ inline void check_cross_entropy_args(MatrixView<const float> logits,
   }
 }
 
-/// log Σ exp(row): exponentials of (x − max) in vectorised blocks, summed in double in
-/// order.
-inline double log_sum_exp(const float* row, std::int64_t n) noexcept {
-  float m = -std::numeric_limits<float>::infinity();
-  for (std::int64_t j = 0; j < n; ++j) m = std::max(m, row[j]);
+/// sum + Σ exp(row[j] − m): exponentials in vectorised blocks, added in double in order
+/// (the fused classifier loss continues the same sum across vocabulary chunks).
+inline double add_exp_sum(const float* row, std::int64_t n, float m, double sum) noexcept {
   constexpr std::int64_t kBlock = 256;
   float e[kBlock];
-  double sum = 0.0;
   for (std::int64_t j0 = 0; j0 < n; j0 += kBlock) {
     const std::int64_t len = std::min(kBlock, n - j0);
     for (std::int64_t j = 0; j < len; ++j) e[j] = exp_approx(row[j0 + j] - m);
     for (std::int64_t j = 0; j < len; ++j) sum += e[j];
   }
-  return static_cast<double>(m) + std::log(sum);
+  return sum;
+}
+
+/// log Σ exp(row), from the row's max.
+inline double log_sum_exp(const float* row, std::int64_t n) noexcept {
+  float m = -std::numeric_limits<float>::infinity();
+  for (std::int64_t j = 0; j < n; ++j) m = std::max(m, row[j]);
+  return static_cast<double>(m) + std::log(add_exp_sum(row, n, m, 0.0));
 }
 
 }  // namespace nn::detail
