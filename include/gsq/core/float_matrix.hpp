@@ -67,10 +67,8 @@ class FloatMatrix {
   /// Widens BF16 storage to FP32 in place (exact); a no-op for FP32.
   void to_f32() {
     if (!is_bf16()) return;
-    Tensor<float> t({rows(), cols()}, MemoryCategory::kWeights);
-    for (std::int64_t r = 0; r < rows(); ++r) copy_row(r, t.data() + r * cols());
+    f32_ = widened(MemoryCategory::kWeights);
     bf16_ = Tensor<bf16>();
-    f32_ = std::move(t);
   }
   /// An FP32 copy (exact), counted under `category`.
   Tensor<float> widened(MemoryCategory category) const {

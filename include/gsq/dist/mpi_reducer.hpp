@@ -105,8 +105,7 @@ class MpiReducer final : public GradientReducer {
     if (pending_.empty()) return;
     int flag = 0;
     timed("MPI_Testall", [&] {
-      requests_.clear();
-      for (const Pending& g : pending_) requests_.push_back(g.request);
+      collect_requests();
       const int rc = MPI_Testall(static_cast<int>(requests_.size()), requests_.data(), &flag, MPI_STATUSES_IGNORE);
       if (flag != 0) pending_.clear();  // all complete: MPI freed the requests
       return rc;
@@ -115,8 +114,7 @@ class MpiReducer final : public GradientReducer {
 
   void wait_all() override {
     timed("MPI_Waitall", [&] {
-      requests_.clear();
-      for (const Pending& g : pending_) requests_.push_back(g.request);
+      collect_requests();
       const int rc = MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE);
       pending_.clear();
       return rc;
@@ -133,6 +131,12 @@ class MpiReducer final : public GradientReducer {
     MPI_Request request = MPI_REQUEST_NULL;
     std::vector<int> counts, offsets;
   };
+
+  /// requests_ ← the pending gathers' requests, the contiguous array MPI_Testall/Waitall take.
+  void collect_requests() {
+    requests_.clear();
+    for (const Pending& g : pending_) requests_.push_back(g.request);
+  }
 
   template <class Call>
   void timed(const char* what, Call call) {
