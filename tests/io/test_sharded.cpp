@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -168,9 +169,13 @@ TEST_SUITE("io") {
 
         gsq::LlamaOptions opts = gsq::LlamaOptions::uniform(gsq::Bits::w8a8g8(), gsq::WeightFormat::kNf4);
         opts.double_quant = dq;
-        gsq::LlamaSource s1 = gsq::open_llama(dir / "sharded");
+        std::unique_ptr<gsq::Llama> built;
+        {  // the source (and its SafetensorsShards) is gone before the model runs
+          gsq::LlamaSource s1 = gsq::open_llama(dir / "sharded");
+          built = std::make_unique<gsq::Llama>(s1.config, *s1.source, opts);
+        }
+        gsq::Llama& m1 = *built;
         gsq::LlamaSource s2 = gsq::open_llama(dir / "single" / "config.json");
-        gsq::Llama m1(s1.config, *s1.source, opts);
         gsq::Llama m2(s2.config, *s2.source, opts);
         gsq::Llama m3(c, gsq::read_hf_llama(dir / "single").tensors, opts);
         const auto b1 = nf4_bytes(m1);
@@ -180,12 +185,16 @@ TEST_SUITE("io") {
         CHECK(same_bits(l1, logits_of(m2)));
         CHECK(same_bits(l1, logits_of(m3)));
         // The streaming loads keep the BF16 tables as BF16 (the map holds FP32 copies):
-        // half their bytes, the same logits.
+        // half their bytes, the same logits; an untied embedding is not copied at all but
+        // read from the mapped shard (it outlives the source), a tied one is the classifier.
         CHECK(m1.embedding().weight().is_bf16());
+        CHECK(m1.embedding().weight().is_borrowed() == !tied);
         CHECK(m1.classifier_weight().is_bf16());
+        CHECK(!m1.classifier_weight().is_borrowed());
         CHECK(!m3.embedding().weight().is_bf16());
-        const std::int64_t table_bytes = c.vocab_size * c.dim * 2 * (tied ? 1 : 2);
-        CHECK(m3.weight_bytes() - m1.weight_bytes() == table_bytes);
+        const std::int64_t fp32_tables = c.vocab_size * c.dim * 4 * (tied ? 1 : 2);
+        const std::int64_t bf16_owned = c.vocab_size * c.dim * 2;  // the classifier (or tied table)
+        CHECK(m3.weight_bytes() - m1.weight_bytes() == fp32_tables - bf16_owned);
       }
   }
 
@@ -416,6 +425,8 @@ TEST_SUITE("io") {
           // The random checkpoint is BF16: the frozen table stays BF16 through the saved base.
           CHECK(m1.embedding().weight().is_bf16());
           CHECK(m2.embedding().weight().is_bf16());
+          CHECK(m1.embedding().weight().is_borrowed() == !tied);
+          CHECK(m2.embedding().weight().is_borrowed() == !tied);
           CHECK(same_bits(m1.embedding().weight().widened(gsq::MemoryCategory::kScratch),
                           m2.embedding().weight().widened(gsq::MemoryCategory::kScratch)));
           // Asking for another stored form is an error that says what the file holds.

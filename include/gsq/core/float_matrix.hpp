@@ -7,10 +7,17 @@
 // same bits as over its FP32 copy. A FloatMatrix keeps the dtype it was given; every
 // reader widens as it reads (row copies here, GEMM packing for products), and only a
 // table that trains must be FP32 (to_f32()).
+//
+// A BF16 table can also be borrowed: rows that live in someone else's read-only memory
+// (a memory-mapped checkpoint), kept alive by `owner`. An untied embedding is only ever
+// read a row per token, so borrowing it from the file costs the resident pages of the
+// rows a run looks up instead of the whole table (Llama-3-8B: 1 GiB). Borrowed bytes are
+// not gsq allocations: bytes() and the memory accounting leave them out.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <utility>
 
 #include "gsq/core/bf16.hpp"
@@ -24,30 +31,57 @@ GSQ_NAMESPACE_BEGIN
 class FloatMatrix {
  public:
   FloatMatrix() = default;
+  FloatMatrix(FloatMatrix&& o) noexcept
+      : f32_(std::move(o.f32_)), bf16_(std::move(o.bf16_)),
+        borrowed_(std::exchange(o.borrowed_, {})), owner_(std::move(o.owner_)) {}
+  FloatMatrix& operator=(FloatMatrix&& o) noexcept {
+    f32_ = std::move(o.f32_);
+    bf16_ = std::move(o.bf16_);
+    borrowed_ = std::exchange(o.borrowed_, {});
+    owner_ = std::move(o.owner_);
+    return *this;
+  }
   explicit FloatMatrix(Tensor<float> t) : f32_(std::move(t)) { check(f32_.rank()); }
-  explicit FloatMatrix(Tensor<bf16> t) : bf16_(std::move(t)) { check(bf16_.rank()); }
+  explicit FloatMatrix(Tensor<bf16> t) : bf16_(std::move(t)) {
+    check(bf16_.rank());
+    borrowed_ = MatrixView<const bf16>(bf16_.view());
+  }
+  /// Borrows [rows, cols] BF16 values at `data` (row-major, read-only), which stay valid
+  /// as long as `owner` lives.
+  static FloatMatrix borrowed(const bf16* data, std::int64_t rows, std::int64_t cols,
+                              std::shared_ptr<const void> owner) {
+    GSQ_CHECK(rows > 0 && cols > 0 && data != nullptr && owner != nullptr, ErrorCode::kInvalidExtent,
+              "FloatMatrix::borrowed: a non-empty table and its owner are needed");
+    FloatMatrix m;
+    m.borrowed_ = MatrixView<const bf16>(data, rows, cols);
+    m.owner_ = std::move(owner);
+    return m;
+  }
 
   bool empty() const noexcept { return rows() == 0; }
-  bool is_bf16() const noexcept { return bf16_.numel() > 0; }
+  bool is_bf16() const noexcept { return borrowed_.rows() > 0; }
+  /// Whether the values are borrowed rather than owned (see the file comment).
+  bool is_borrowed() const noexcept { return owner_ != nullptr; }
   std::int64_t rows() const noexcept {
-    return is_bf16() ? bf16_.dim(0) : f32_.rank() == 2 ? f32_.dim(0) : 0;
+    return is_bf16() ? borrowed_.rows() : f32_.rank() == 2 ? f32_.dim(0) : 0;
   }
   std::int64_t cols() const noexcept {
-    return is_bf16() ? bf16_.dim(1) : f32_.rank() == 2 ? f32_.dim(1) : 0;
+    return is_bf16() ? borrowed_.cols() : f32_.rank() == 2 ? f32_.dim(1) : 0;
   }
+  /// Bytes gsq allocated for the values (0 when borrowed).
   std::int64_t bytes() const noexcept { return f32_.bytes() + bf16_.bytes(); }
 
   /// Calls f with the stored view: MatrixView<const float> or MatrixView<const bf16>.
   template <class F>
   decltype(auto) visit(F&& f) const {
-    if (is_bf16()) return std::forward<F>(f)(MatrixView<const bf16>(bf16_.view()));
+    if (is_bf16()) return std::forward<F>(f)(borrowed_);
     return std::forward<F>(f)(MatrixView<const float>(f32_.view()));
   }
 
   /// Row r widened into out[0, cols).
   void copy_row(std::int64_t r, float* out) const {
     if (is_bf16()) {
-      const bf16* src = bf16_.data() + r * cols();
+      const bf16* src = borrowed_.row(r);
       for (std::int64_t c = 0; c < cols(); ++c) out[c] = src[c].to_float();
     } else {
       const float* src = f32_.data() + r * cols();
@@ -69,6 +103,8 @@ class FloatMatrix {
     if (!is_bf16()) return;
     f32_ = widened(MemoryCategory::kWeights);
     bf16_ = Tensor<bf16>();
+    borrowed_ = MatrixView<const bf16>();
+    owner_.reset();
   }
   /// An FP32 copy (exact), counted under `category`.
   Tensor<float> widened(MemoryCategory category) const {
@@ -84,6 +120,8 @@ class FloatMatrix {
 
   Tensor<float> f32_;
   Tensor<bf16> bf16_;
+  MatrixView<const bf16> borrowed_;     // the BF16 values: bf16_'s, or borrowed
+  std::shared_ptr<const void> owner_;  // keeps borrowed values alive
 };
 
 GSQ_NAMESPACE_END

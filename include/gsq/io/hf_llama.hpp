@@ -9,8 +9,8 @@
 //   * `HfLlamaSource` streams: a LlamaWeightSource over the memory-mapped shards that
 //     hands each frozen projection over already quantized — read in blocks of rows,
 //     NF4-quantized block by block, its pages released after — so building a Llama from
-//     it never holds more than one row block of the float model (plus the FP32 embedding,
-//     classifier and norms). NF4 quantizes row by row, so the result is the same bits as
+//     it never holds more than one row block of the float model (plus the embedding,
+//     classifier and norms; a BF16 untied embedding stays in the mapped file). NF4 quantizes row by row, so the result is the same bits as
 //     quantizing the whole FP32 tensor (test_hf_llama checks sharded == single-file ==
 //     in-memory).
 //   * `read_hf_llama` returns every tensor in FP32 (LlamaWeights), for small models,
@@ -118,10 +118,14 @@ class HfLlamaSource final : public LlamaWeightSource {
     return t;
   }
 
-  /// BF16 tables are copied as stored (the memory of the file, exact); others widened.
+  /// BF16 tables are kept as stored (exact); others widened. An untied embedding is
+  /// borrowed from the mapped file (FloatMatrix::borrowed: only the rows a run looks up
+  /// become resident); the classifier, read whole at every step, is copied.
   FloatMatrix take_table(const std::string& name, const std::vector<std::int64_t>& shape) override {
     if (plan_.count(name) == 0 || plan_.at(name).entry->dtype != DType::kBF16) return FloatMatrix(take(name, shape));
     const ShardedEntry& e = locate(name, shape);
+    if (is_lookup_table(name, config_))
+      if (FloatMatrix lent = borrow_bf16_matrix(shards_.owner(e), *e.entry); !lent.empty()) return lent;
     Tensor<bf16> t = make_tensor<bf16>(shape, MemoryCategory::kWeights, name);
     const std::span<const std::uint8_t> bytes = e.file->raw(*e.entry);
     GSQ_CHECK(static_cast<std::int64_t>(bytes.size()) == t.bytes(), ErrorCode::kShapeMismatch,

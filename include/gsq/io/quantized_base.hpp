@@ -165,29 +165,29 @@ inline void save_quantized_base(const std::filesystem::path& path, Llama& model,
 class QuantizedBaseSource final : public LlamaWeightSource {
  public:
   explicit QuantizedBaseSource(const std::filesystem::path& path)
-      : st_(SafetensorsFile::open(path)) {
+      : st_(std::make_shared<const SafetensorsFile>(SafetensorsFile::open(path))) {
     namespace iod = io::detail;
-    const auto& m = st_.metadata();
+    const auto& m = st_->metadata();
     auto meta = [&](const char* key) -> const std::string& {
       auto it = m.find(key);
       if (it == m.end())
         gsq::detail::throw_io_error(ErrorCode::kCorrupt, std::string("__metadata__ lacks \"") + key + "\"",
-                                    st_.name(), 8);
+                                    st_->name(), 8);
       return it->second;
     };
     if (meta("format") != kQuantizedBaseFormatName || meta("format_version") != "1")
-      gsq::detail::throw_io_error(ErrorCode::kCorrupt, "not a gsq-base file (format_version 1)", st_.name(), 8);
+      gsq::detail::throw_io_error(ErrorCode::kCorrupt, "not a gsq-base file (format_version 1)", st_->name(), 8);
     const std::string& cfg = meta("config");
     const iod::Json j = iod::parse_json(std::span<const std::uint8_t>(
                                             reinterpret_cast<const std::uint8_t*>(cfg.data()), cfg.size()),
-                                        st_.name(), 8);
-    config_ = llama_config_from_json(j, iod::JsonWhere{st_.name(), 8});
+                                        st_->name(), 8);
+    config_ = llama_config_from_json(j, iod::JsonWhere{st_->name(), 8});
     format_ = meta("base_format");
     double_quant_ = meta("double_quant") == "true";
     tokenizer_ = meta("tokenizer");
     const std::string& spec = meta("gse_spec");
     if (std::sscanf(spec.c_str(), "%d,%d,%d", &gse_.bits, &gse_.group, &gse_.exp_bits) != 3)
-      gsq::detail::throw_io_error(ErrorCode::kCorrupt, "bad gse_spec \"" + spec + "\"", st_.name(), 8);
+      gsq::detail::throw_io_error(ErrorCode::kCorrupt, "bad gse_spec \"" + spec + "\"", st_->name(), 8);
   }
 
   const LlamaConfig& config() const noexcept { return config_; }
@@ -198,12 +198,17 @@ class QuantizedBaseSource final : public LlamaWeightSource {
 
   Tensor<float> take(const std::string& name, const std::vector<std::int64_t>& shape) override {
     const SafetensorsEntry& e = entry(name, shape);
-    return st_.to_float(e, MemoryCategory::kWeights);
+    return st_->to_float(e, MemoryCategory::kWeights);
   }
 
-  /// Tables saved as BF16 come back as BF16.
+  /// Tables saved as BF16 come back as BF16; an untied embedding stays in the mapped
+  /// file (is_lookup_table), as from HfLlamaSource.
   FloatMatrix take_table(const std::string& name, const std::vector<std::int64_t>& shape) override {
-    if (st_.at(name).dtype != DType::kBF16) return FloatMatrix(take(name, shape));
+    if (st_->at(name).dtype != DType::kBF16) return FloatMatrix(take(name, shape));
+    if (is_lookup_table(name, config_)) {
+      const SafetensorsEntry& e = entry(name, shape);
+      if (FloatMatrix lent = borrow_bf16_matrix(st_, e); !lent.empty()) return lent;
+    }
     Tensor<bf16> t({shape.at(0), shape.at(1)}, MemoryCategory::kWeights);
     copy(name, shape, t.data());
     return FloatMatrix(std::move(t));
@@ -216,7 +221,7 @@ class QuantizedBaseSource final : public LlamaWeightSource {
                   (f.format != WeightFormat::kGse ||
                    (f.gse.bits == gse_.bits && f.gse.group == gse_.group && f.gse.exp_bits == gse_.exp_bits)),
               ErrorCode::kInvalidArgument,
-              st_.name() + ": the saved base holds " + format_ + (double_quant_ ? " (double-quantized)" : "") +
+              st_->name() + ": the saved base holds " + format_ + (double_quant_ ? " (double-quantized)" : "") +
                   " weights; the model asks for " + want + (f.double_quant ? " (double-quantized)" : "") +
                   " — use the same --base (and --precision for gse) it was saved with");
     const std::int64_t rows = shape.at(0), cols = shape.at(1);
@@ -242,33 +247,33 @@ class QuantizedBaseSource final : public LlamaWeightSource {
   }
 
   void finish() override {
-    for (const SafetensorsEntry& e : st_.entries())
+    for (const SafetensorsEntry& e : st_->entries())
       if (used_.count(e.name) == 0)
-        gsq::detail::throw_io_error(ErrorCode::kCorrupt, "unexpected tensor \"" + e.name + "\"", st_.name(), e.begin);
+        gsq::detail::throw_io_error(ErrorCode::kCorrupt, "unexpected tensor \"" + e.name + "\"", st_->name(), e.begin);
   }
 
  private:
   const SafetensorsEntry& entry(const std::string& name, const std::vector<std::int64_t>& shape) {
-    const SafetensorsEntry& e = st_.at(name);
+    const SafetensorsEntry& e = st_->at(name);
     if (e.shape != shape)
       gsq::detail::throw_io_error(ErrorCode::kCorrupt,
                                   "tensor \"" + name + "\" has shape " + shape_to_string(e.shape) + ", expected " +
                                       shape_to_string(shape),
-                                  st_.name(), e.begin);
+                                  st_->name(), e.begin);
     used_.insert(name);
     return e;
   }
   template <class T>
   void copy(const std::string& name, std::vector<std::int64_t> shape, T* out) {
     const SafetensorsEntry& e = entry(name, shape);
-    const std::span<const std::uint8_t> raw = st_.raw(e);
+    const std::span<const std::uint8_t> raw = st_->raw(e);
     if (dtype_bytes(e.dtype) != static_cast<std::int64_t>(sizeof(T)))
-      gsq::detail::throw_io_error(ErrorCode::kCorrupt, "tensor \"" + name + "\" has the wrong dtype", st_.name(),
+      gsq::detail::throw_io_error(ErrorCode::kCorrupt, "tensor \"" + name + "\" has the wrong dtype", st_->name(),
                                   e.begin);
     if (!raw.empty()) std::memcpy(out, raw.data(), raw.size());
   }
 
-  SafetensorsFile st_;
+  std::shared_ptr<const SafetensorsFile> st_;  // shared with borrowed tables
   LlamaConfig config_;
   std::string format_;
   bool double_quant_ = false;

@@ -20,6 +20,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -27,6 +28,7 @@
 
 #include "gsq/core/config.hpp"
 #include "gsq/core/error.hpp"
+#include "gsq/core/float_matrix.hpp"
 #include "gsq/core/memory.hpp"
 #include "gsq/core/tensor.hpp"
 #include "gsq/io/atomic_file.hpp"
@@ -254,6 +256,18 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
   std::int64_t header_bytes_ = 0;
 };
+
+/// A 2-D BF16 tensor of `file` lent as a FloatMatrix that keeps the file mapped (see
+/// FloatMatrix::borrowed); an empty matrix when the tensor is not a BF16 matrix whose
+/// bytes are aligned for BF16 reads, so the caller copies it instead.
+inline FloatMatrix borrow_bf16_matrix(const std::shared_ptr<const SafetensorsFile>& file,
+                                      const SafetensorsEntry& e) {
+  const std::span<const std::uint8_t> bytes = file->raw(e);
+  if (e.dtype != DType::kBF16 || e.shape.size() != 2 || e.shape[0] <= 0 || e.shape[1] <= 0 ||
+      reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(bf16) != 0)
+    return FloatMatrix();
+  return FloatMatrix::borrowed(reinterpret_cast<const bf16*>(bytes.data()), e.shape[0], e.shape[1], file);
+}
 
 /// A tensor to write: a name, a shape and row-major float data of matching size.
 struct SafetensorsTensorRef {

@@ -95,7 +95,7 @@ class SafetensorsShards {
   static SafetensorsShards open_single(const std::filesystem::path& file) {
     SafetensorsShards s;
     s.source_ = file.string();
-    s.shards_.push_back(std::make_unique<SafetensorsFile>(SafetensorsFile::open(file)));
+    s.shards_.push_back(std::make_shared<const SafetensorsFile>(SafetensorsFile::open(file)));
     s.metadata_ = s.shards_.front()->metadata();
     for (const SafetensorsEntry& e : s.shards_.front()->entries())
       s.index_.emplace(e.name, ShardedEntry{s.shards_.front().get(), &e});
@@ -131,7 +131,7 @@ class SafetensorsShards {
                 "\", which is not a plain file name in the index's directory");
       auto [it, fresh] = shard_of_file.emplace(shard, s.shards_.size());
       if (fresh) {
-        s.shards_.push_back(std::make_unique<SafetensorsFile>(SafetensorsFile::open(dir / shard)));
+        s.shards_.push_back(std::make_shared<const SafetensorsFile>(SafetensorsFile::open(dir / shard)));
         names_of_shard.emplace_back();
       }
       names_of_shard[it->second].push_back(tensor);
@@ -161,6 +161,12 @@ class SafetensorsShards {
   bool sharded() const noexcept { return shards_.size() > 1 || source_.ends_with(".json"); }
   std::size_t shard_count() const noexcept { return shards_.size(); }
   const SafetensorsFile& shard(std::size_t i) const { return *shards_.at(i); }
+  /// The shard holding `e`, shared: a borrower of its mapped bytes keeps it alive.
+  std::shared_ptr<const SafetensorsFile> owner(const ShardedEntry& e) const {
+    for (const auto& s : shards_)
+      if (s.get() == e.file) return s;
+    detail::throw_error(ErrorCode::kInvalidArgument, "SafetensorsShards::owner: \"" + e.name() + "\" is not in " + name());
+  }
   /// Index metadata plus every shard's __metadata__ (the index wins on clashes).
   const std::map<std::string, std::string>& metadata() const noexcept { return metadata_; }
   /// Every tensor by name.
@@ -213,7 +219,7 @@ class SafetensorsShards {
 
  private:
   std::string source_;
-  std::vector<std::unique_ptr<SafetensorsFile>> shards_;  // stable addresses for entries
+  std::vector<std::shared_ptr<const SafetensorsFile>> shards_;  // stable addresses for entries
   std::map<std::string, ShardedEntry> index_;
   std::map<std::string, std::string> metadata_;
 };

@@ -101,6 +101,13 @@ inline FrozenWeight make_frozen_weight(Tensor<float> w, const FrozenFormat& f) {
   return FrozenWeight::from_fp32(std::move(w));
 }
 
+/// Whether the frozen table `name` is only ever read a row per token: an untied
+/// embedding (a tied one is the classifier too, read whole at every step). A source that
+/// maps its file may lend such a table instead of copying it (FloatMatrix::borrowed).
+inline bool is_lookup_table(const std::string& name, const LlamaConfig& config) {
+  return name == "model.embed_tokens.weight" && !config.tied_embeddings;
+}
+
 /// Where a Llama's weights come from: each canonical tensor is taken exactly once.
 class LlamaWeightSource {
  public:
