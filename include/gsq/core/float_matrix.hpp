@@ -17,7 +17,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <span>
 #include <utility>
 
 #include "gsq/core/bf16.hpp"
@@ -33,12 +35,13 @@ class FloatMatrix {
   FloatMatrix() = default;
   FloatMatrix(FloatMatrix&& o) noexcept
       : f32_(std::move(o.f32_)), bf16_(std::move(o.bf16_)),
-        borrowed_(std::exchange(o.borrowed_, {})), owner_(std::move(o.owner_)) {}
+        borrowed_(std::exchange(o.borrowed_, {})), owner_(std::move(o.owner_)), drop_(std::move(o.drop_)) {}
   FloatMatrix& operator=(FloatMatrix&& o) noexcept {
     f32_ = std::move(o.f32_);
     bf16_ = std::move(o.bf16_);
     borrowed_ = std::exchange(o.borrowed_, {});
     owner_ = std::move(o.owner_);
+    drop_ = std::move(o.drop_);
     return *this;
   }
   explicit FloatMatrix(Tensor<float> t) : f32_(std::move(t)) { check(f32_.rank()); }
@@ -46,16 +49,30 @@ class FloatMatrix {
     check(bf16_.rank());
     borrowed_ = MatrixView<const bf16>(bf16_.view());
   }
+  /// Bytes of borrowed values a reader is done with (drop_rows): the owner may drop
+  /// their pages, which must read back unchanged when touched again.
+  using DropPages = std::function<void(std::span<const std::uint8_t>)>;
+
   /// Borrows [rows, cols] BF16 values at `data` (row-major, read-only), which stay valid
   /// as long as `owner` lives.
   static FloatMatrix borrowed(const bf16* data, std::int64_t rows, std::int64_t cols,
-                              std::shared_ptr<const void> owner) {
+                              std::shared_ptr<const void> owner, DropPages drop = {}) {
     GSQ_CHECK(rows > 0 && cols > 0 && data != nullptr && owner != nullptr, ErrorCode::kInvalidExtent,
               "FloatMatrix::borrowed: a non-empty table and its owner are needed");
     FloatMatrix m;
     m.borrowed_ = MatrixView<const bf16>(data, rows, cols);
     m.owner_ = std::move(owner);
+    m.drop_ = std::move(drop);
     return m;
+  }
+
+  /// Tells the owner of borrowed values that rows [r0, r1) are not needed soon (a
+  /// streaming reader such as the export, so a pass over the table does not leave all of
+  /// it resident). A no-op for owned values.
+  void drop_rows(std::int64_t r0, std::int64_t r1) const {
+    if (!drop_ || r1 <= r0) return;
+    drop_(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(borrowed_.row(r0)),
+                                        static_cast<std::size_t>((r1 - r0) * cols()) * sizeof(bf16)));
   }
 
   bool empty() const noexcept { return rows() == 0; }
@@ -105,6 +122,7 @@ class FloatMatrix {
     bf16_ = Tensor<bf16>();
     borrowed_ = MatrixView<const bf16>();
     owner_.reset();
+    drop_ = nullptr;
   }
   /// An FP32 copy (exact), counted under `category`.
   Tensor<float> widened(MemoryCategory category) const {
@@ -122,6 +140,7 @@ class FloatMatrix {
   Tensor<bf16> bf16_;
   MatrixView<const bf16> borrowed_;     // the BF16 values: bf16_'s, or borrowed
   std::shared_ptr<const void> owner_;  // keeps borrowed values alive
+  DropPages drop_;                     // the owner's page release, if it has one
 };
 
 GSQ_NAMESPACE_END

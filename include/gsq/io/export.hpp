@@ -226,9 +226,11 @@ inline void append_table(SafetensorsStreamWriter& out, const FloatMatrix& t, DTy
       }
       return false;
     });
-    if (raw) continue;
-    for (std::int64_t r = r0; r < r1; ++r) t.copy_row(r, rows.data() + (r - r0) * t.cols());
-    out.append_float(std::span<const float>(rows.data(), static_cast<std::size_t>((r1 - r0) * t.cols())));
+    if (!raw) {
+      for (std::int64_t r = r0; r < r1; ++r) t.copy_row(r, rows.data() + (r - r0) * t.cols());
+      out.append_float(std::span<const float>(rows.data(), static_cast<std::size_t>((r1 - r0) * t.cols())));
+    }
+    t.drop_rows(r0, r1);  // a borrowed table does not stay resident after the pass
   }
 }
 }  // namespace detail

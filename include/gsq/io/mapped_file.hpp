@@ -103,6 +103,17 @@ class MappedFile {
   /// The path (or chosen name) that error messages report.
   const std::string& name() const noexcept { return name_; }
 
+  /// Drops the resident pages of `range` (whole pages inside it only): they come back
+  /// from the file when touched again. A no-op for bytes held in memory.
+  void drop_pages(std::span<const std::uint8_t> range) const noexcept {
+    if (map_ == nullptr || range.empty()) return;
+    const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+    const auto begin = reinterpret_cast<std::uintptr_t>(range.data());
+    const std::uintptr_t first = (begin + page - 1) / page * page;
+    const std::uintptr_t last = (begin + range.size()) / page * page;
+    if (last > first) (void)::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+  }
+
  private:
   void release() noexcept {
     if (map_ != nullptr) ::munmap(map_, size_);

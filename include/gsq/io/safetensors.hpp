@@ -95,6 +95,9 @@ class SafetensorsFile {
     return *e;
   }
 
+  /// See MappedFile::drop_pages.
+  void drop_pages(std::span<const std::uint8_t> range) const noexcept { file_.drop_pages(range); }
+
   std::span<const std::uint8_t> raw(const SafetensorsEntry& e) const noexcept {
     return file_.bytes().subspan(static_cast<std::size_t>(e.begin),
                                  static_cast<std::size_t>(e.bytes()));
@@ -266,7 +269,8 @@ inline FloatMatrix borrow_bf16_matrix(const std::shared_ptr<const SafetensorsFil
   if (e.dtype != DType::kBF16 || e.shape.size() != 2 || e.shape[0] <= 0 || e.shape[1] <= 0 ||
       reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(bf16) != 0)
     return FloatMatrix();
-  return FloatMatrix::borrowed(reinterpret_cast<const bf16*>(bytes.data()), e.shape[0], e.shape[1], file);
+  return FloatMatrix::borrowed(reinterpret_cast<const bf16*>(bytes.data()), e.shape[0], e.shape[1], file,
+                              [f = file.get()](std::span<const std::uint8_t> r) { f->drop_pages(r); });
 }
 
 /// A tensor to write: a name, a shape and row-major float data of matching size.

@@ -16,9 +16,6 @@
 // shard of a model never needs to be in memory at once; atomically (temp + rename).
 #pragma once
 
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -205,17 +202,7 @@ class SafetensorsShards {
   }
 
   /// Drops the resident pages of `e`'s bytes (whole pages inside its range only).
-  static void release(const ShardedEntry& e) noexcept {
-    const std::span<const std::uint8_t> bytes = e.file->raw(*e.entry);
-    if (bytes.empty()) return;
-    const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
-    const auto begin = reinterpret_cast<std::uintptr_t>(bytes.data());
-    const std::uintptr_t end = begin + bytes.size();
-    const std::uintptr_t first = (begin + page - 1) / page * page;
-    const std::uintptr_t last = end / page * page;
-    if (last > first)
-      (void)::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
-  }
+  static void release(const ShardedEntry& e) noexcept { e.file->drop_pages(e.file->raw(*e.entry)); }
 
  private:
   std::string source_;
