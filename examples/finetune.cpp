@@ -185,7 +185,7 @@ int finetune(driver::FinetuneSettings& s, const std::vector<int>& ptq_bits, cons
 
   std::optional<gsq::Llama> model;
   const driver::FinetuneResult r = [&] {
-    driver::Activity a("training (estimated peak " + driver::format_bytes(need.total()) + ": activations " +
+    driver::Activity a("training (estimated peak " + driver::format_bytes(need.total()) + ": activations + scratch " +
                        driver::format_bytes(need.activations) + " for --batch " + std::to_string(s.batch) +
                        " x --seq-len " + std::to_string(s.seq_len) + ")");
     return driver::run_finetune(s, base, train, eval, hooks, &model);

@@ -256,7 +256,7 @@ inline void add_training_flags(CLI::App& app, FinetuneSettings& s) {
 struct MemoryEstimate {
   std::int64_t weights = 0;      // the base as stored (+ its FP32 copy where not streamed), adapters, AdamW
   std::int64_t rope = 0;         // RoPE tables for the model's whole context
-  std::int64_t activations = 0;  // kept for backward: batch × seq-len tokens
+  std::int64_t activations = 0;  // kept for backward + one layer's working set: batch × seq-len tokens
   std::int64_t total() const { return weights + rope + activations; }
 };
 
@@ -276,11 +276,11 @@ inline std::int64_t saturating_add(std::int64_t a, std::int64_t b) {
 /// 4.5 bits per weight with its scales, GSE-INT b bits plus an exponent per group, FP32
 /// 32 bits; L4Q counted as FP32), the embedding and classifier as FP32 (BF16 checkpoints
 /// keep them at half that), adapters with gradient and AdamW moments, and an FP32 copy of
-/// the whole base when the model is not streamed from its file. Activations: per token
-/// and layer the block keeps about 12·dim + 4·hidden floats plus heads × seq-len
-/// attention probabilities; the classifier keeps logits and their gradient (2 · vocab
-/// floats per token). Integer runs keep less; this is the bound a run is refused by, so
-/// it errs high. Saturates instead of overflowing.
+/// the whole base when the model is not streamed from its file. Activations: what the
+/// blocks keep for backward and one layer's working set, per token (below; within ~15%
+/// of bench_model's cached activations plus scratch at d2048, README "Training
+/// memory"). This is the bound a run is refused by, so where unsure it errs high.
+/// Saturates instead of overflowing.
 inline MemoryEstimate estimate_training_memory(const gsq::LlamaConfig& c, const AdapterSpec& spec, bool streamed,
                                                std::int64_t batch, std::int64_t seq_len) {
   using detail::saturating_add;
@@ -302,10 +302,27 @@ inline MemoryEstimate estimate_training_memory(const gsq::LlamaConfig& c, const 
   m.weights = saturating_add(stored, saturating_mul(adapter_params, 4 * 4));  // value, gradient, two moments
   if (!streamed) m.weights = saturating_add(m.weights, saturating_mul(saturating_add(projections, tables), 4));
   m.rope = saturating_mul(saturating_mul(c.max_seq_len, c.head_size()), 4 * 2);
-  const std::int64_t per_layer =
-      saturating_add(saturating_add(12 * c.dim, 4 * c.hidden_dim), saturating_mul(c.n_heads, seq_len));
-  const std::int64_t per_token =
-      saturating_mul(saturating_add(saturating_mul(c.n_layers, per_layer), 2 * c.vocab_size + 4 * c.dim), 4);
+  // Per token, as the model stores it (README, "Training memory"): each block keeps its
+  // FP32 input and attention output (8·dim bytes) and the codes of the four inputs its
+  // projections quantize (3·dim + hidden values: packed 4, 6 or 8 bits plus one exponent
+  // byte per group, or FP32); with --recompute-blocks only the input of every block and
+  // one block's cache. Then the final norm's input, and the working set of one layer,
+  // shared by all (the MLP's three hidden-size buffers; ~16 dim-size ones: the block's
+  // workspace, attention's packed K and V, quantized gradients, GEMM workspaces; one
+  // chunk of at most 8192 logits). Attention keeps only its output and log-sum-exp.
+  const bool fp32 = spec.bits.is_fp32();
+  const int a = spec.bits.activation;
+  const std::int64_t code_bits64 =
+      fp32 ? 32 * 64 : (a <= 4 ? 4 : a <= 6 ? 6 : 8) * 64 + 8 * 64 / std::max(1, spec.bits.group);
+  const std::int64_t block = saturating_add(
+      saturating_add(8 * c.dim, 8 * c.n_heads),
+      saturating_mul(saturating_add(3 * c.dim, c.hidden_dim), code_bits64) / (8 * 64));
+  const std::int64_t kept = spec.recompute_blocks
+                                ? saturating_add(saturating_mul(c.n_layers, 4 * c.dim), block)
+                                : saturating_mul(c.n_layers, block);
+  const std::int64_t working_set =
+      saturating_mul(saturating_add(saturating_add(3 * c.hidden_dim, 16 * c.dim), std::min<std::int64_t>(c.vocab_size, 8192)), 4);
+  const std::int64_t per_token = saturating_add(saturating_add(kept, 4 * c.dim), working_set);
   m.activations = saturating_mul(saturating_mul(batch, seq_len), per_token);
   return m;
 }
@@ -337,7 +354,7 @@ inline MemoryEstimate check_against_model(const FinetuneSettings& s, const Adapt
   const MemoryEstimate m = estimate_training_memory(c, spec, streamed, s.batch, s.seq_len);
   const std::int64_t have = physical_memory_bytes();
   if (print)
-    std::printf("  memory estimate: %s (weights %s, RoPE tables %s, activations %s for %lld x %lld tokens)%s%s\n",
+    std::printf("  memory estimate: %s (weights %s, RoPE tables %s, activations + scratch %s for %lld x %lld tokens)%s%s\n",
                 format_bytes(m.total()).c_str(), format_bytes(m.weights).c_str(), format_bytes(m.rope).c_str(),
                 format_bytes(m.activations).c_str(), static_cast<long long>(s.batch),
                 static_cast<long long>(s.seq_len), have > 0 ? "; this machine has " : "",
@@ -345,7 +362,7 @@ inline MemoryEstimate check_against_model(const FinetuneSettings& s, const Adapt
   if (have > 0 && m.total() > have) {
     std::string why = "the run would need about " + format_bytes(m.total()) + " (weights " +
                       format_bytes(m.weights) + ", RoPE tables " + format_bytes(m.rope) + " for max_position_embeddings " +
-                      std::to_string(c.max_seq_len) + ", activations " + format_bytes(m.activations) + " for --batch " +
+                      std::to_string(c.max_seq_len) + ", activations + scratch " + format_bytes(m.activations) + " for --batch " +
                       std::to_string(s.batch) + " x --seq-len " + std::to_string(s.seq_len) + "), more than this machine's " +
                       format_bytes(have);
     gsq::detail::throw_error(gsq::ErrorCode::kOutOfMemory,
