@@ -24,7 +24,8 @@
 // peak_total_MiB; cached_KiB_per_token (what forward keeps for backward: Llama::Cache::bytes
 // over batch·seq tokens); peak_rss_MiB, the process's peak resident set (getrusage) — a
 // process-wide high-water mark, so run one benchmark per process (--benchmark_filter) to
-// read it next to that benchmark's accounting. Compare ratios within one run.
+// read it next to that benchmark's accounting; page_faults_per_step (train_step), the
+// minor page faults per step after the warm-up step. Compare ratios within one run.
 #include <benchmark/benchmark.h>
 #include <sys/resource.h>
 
@@ -141,6 +142,11 @@ std::vector<std::int32_t> random_ids(std::int64_t n, std::int64_t vocab) {
   return ids;
 }
 
+long minor_page_faults() {
+  rusage ru{};
+  return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_minflt : 0;
+}
+
 void report_memory(benchmark::State& state) {
   const gsq::MemoryUsage u = gsq::memory_usage();
   constexpr double kMiB = 1.0 / (1024.0 * 1024.0);
@@ -200,7 +206,12 @@ void bench_train_step(benchmark::State& state, const ModelSpec& spec, Mode mode)
   };
   step();  // warm-up: caches, workspaces, optimizer state
   double loss = 0.0;
+  const long faults_before = minor_page_faults();
   for (auto _ : state) loss = step();
+  // A steady-state step reuses its buffers: pages faulted in per step after the warm-up
+  // (0 when nothing is allocated fresh from the kernel).
+  state.counters["page_faults_per_step"] =
+      benchmark::Counter(static_cast<double>(minor_page_faults() - faults_before), benchmark::Counter::kAvgIterations);
   state.counters["tokens_per_s"] =
       benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["loss"] = loss;
