@@ -40,7 +40,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <map>
@@ -115,11 +114,9 @@ class LlamaCppEmulation {
       Weight wt{&t, round ? static_cast<gsq::GgmlType>(info->type) : gsq::GgmlType::kF32, {}};
       if (wt.type == gsq::GgmlType::kQ4_1) {  // block = FP16 d, FP16 m, 16 bytes of nibbles
         const std::span<const std::uint8_t> raw = file_.raw(*info);
-        for (std::size_t at = 0; at + 20 <= raw.size(); at += 20) {
-          std::uint16_t m;
-          std::memcpy(&m, raw.data() + at + 2, 2);
-          wt.block_min.push_back(gsq::f16_to_float(m));
-        }
+        const auto stride = static_cast<std::size_t>(type->block_bytes);
+        for (std::size_t at = 0; at + stride <= raw.size(); at += stride)
+          wt.block_min.push_back(gsq::f16_to_float(gsq::io::detail::get_u16(raw.data() + at + 2)));
       }
       weights_.emplace(name, std::move(wt));
     }
